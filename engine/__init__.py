@@ -1,0 +1,66 @@
+"""Onceflow's engine: durable workflows checkpointed in Postgres.
+
+Knows nothing of Kafka; `consumers` builds on it (DESIGN.md §2).
+"""
+
+from ._context import current_workflow_id, step_idempotency_key
+from ._engine import Engine, WorkflowHandle
+from ._errors import (
+    ConfigurationError,
+    DatabaseUnavailableError,
+    MigrationError,
+    NonDeterministicWorkflowError,
+    OnceflowError,
+    SchemaNotMigratedError,
+    SerializationError,
+    StepError,
+    UnknownWorkflowError,
+    WorkflowCancelledError,
+    WorkflowConflictError,
+    WorkflowFailedError,
+    WorkflowFencedError,
+    WorkflowNotFoundError,
+)
+from ._migrate import migrate_database
+from ._models import (
+    Claimed,
+    Disposition,
+    NewWorkflow,
+    Recorded,
+    Source,
+    Status,
+    StepRecord,
+    WorkflowStatus,
+)
+from ._registry import Workflow
+
+__all__ = [
+    "Claimed",
+    "ConfigurationError",
+    "DatabaseUnavailableError",
+    "Disposition",
+    "Engine",
+    "MigrationError",
+    "NewWorkflow",
+    "NonDeterministicWorkflowError",
+    "OnceflowError",
+    "Recorded",
+    "SchemaNotMigratedError",
+    "SerializationError",
+    "Source",
+    "Status",
+    "StepError",
+    "StepRecord",
+    "UnknownWorkflowError",
+    "Workflow",
+    "WorkflowCancelledError",
+    "WorkflowConflictError",
+    "WorkflowFailedError",
+    "WorkflowFencedError",
+    "WorkflowHandle",
+    "WorkflowNotFoundError",
+    "WorkflowStatus",
+    "current_workflow_id",
+    "migrate_database",
+    "step_idempotency_key",
+]

@@ -1,0 +1,61 @@
+"""What user code can ask about where it runs: the workflow ID, the step's key."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ._errors import OnceflowError
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+
+
+@dataclass
+class WorkflowContext:
+    engine: Engine
+    workflow_id: str
+    epoch: int
+    # Recorded steps by number, loaded once when the run starts.
+    recorded: dict[int, dict[str, Any]] = field(default_factory=dict)
+    next_step: int = 1
+    in_step: bool = False
+
+    def take_step_number(self) -> int:
+        n = self.next_step
+        self.next_step += 1
+        return n
+
+
+_workflow: ContextVar[WorkflowContext | None] = ContextVar("onceflow_workflow", default=None)
+_step: ContextVar[int | None] = ContextVar("onceflow_step", default=None)
+
+
+def current() -> WorkflowContext | None:
+    return _workflow.get()
+
+
+def current_workflow_id() -> str:
+    """The ID of the workflow this code runs in.
+
+    Raises:
+        OnceflowError: when called outside a workflow.
+    """
+    ctx = _workflow.get()
+    if ctx is None:
+        raise OnceflowError("current_workflow_id() was called outside a workflow")
+    return ctx.workflow_id
+
+
+def step_idempotency_key() -> str:
+    """`f"{workflow_id}:{step_number}"` for the step this code runs in.
+
+    Pass it to outside systems: a plain step may run more than once (it is
+    at-least-once), and this key is the same every time it does.
+    """
+    ctx = _workflow.get()
+    step = _step.get()
+    if ctx is None or step is None:
+        raise OnceflowError("step_idempotency_key() was called outside a step of a workflow")
+    return f"{ctx.workflow_id}:{step}"

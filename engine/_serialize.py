@@ -1,0 +1,74 @@
+"""JSON encoding of workflow inputs, step outputs and results.
+
+orjson does the work (it is several times faster than the standard library,
+and this is on the per-step path). A few Python types that plain JSON would
+lose are tagged so that a replay hands user code the same types it got the
+first time: pydantic models, bytes, tuples are kept as lists (JSON has no tuple).
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+
+from ._errors import SerializationError
+
+_MODEL = "__onceflow_model__"
+_BYTES = "__onceflow_bytes__"
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        cls = type(value)
+        return {_MODEL: f"{cls.__module__}:{cls.__qualname__}", "data": value.model_dump(mode="json")}
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {_BYTES: base64.b64encode(bytes(value)).decode("ascii")}
+    raise TypeError(type(value).__name__)
+
+
+def dumps(value: Any, *, what: str = "value") -> str:
+    """Encode `value` as JSON text; raise SerializationError naming `what` if it can't be."""
+    try:
+        return orjson.dumps(value, default=_default, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError as exc:
+        raise SerializationError(
+            f"{what} cannot be stored as JSON ({exc}); pass JSON-compatible values, "
+            "pydantic models or bytes"
+        ) from exc
+
+
+def _revive(value: Any) -> Any:
+    if isinstance(value, dict):
+        if _BYTES in value and len(value) == 1:
+            return base64.b64decode(value[_BYTES])
+        if _MODEL in value and len(value) == 2:
+            return _load_model(value[_MODEL]).model_validate(value["data"])
+        return {k: _revive(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_revive(v) for v in value]
+    return value
+
+
+def _load_model(path: str) -> type[BaseModel]:
+    module_name, _, qualname = path.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    if not (isinstance(obj, type) and issubclass(obj, BaseModel)):
+        raise SerializationError(f"{path} is not a pydantic model")
+    return obj
+
+
+def loads(data: bytes | str | None) -> Any:
+    if data is None:
+        return None
+    return _revive(orjson.loads(data))
+
+
+def revive(value: Any) -> Any:
+    """Turn JSON already parsed (by the driver, from jsonb) back into Python values."""
+    return _revive(value)

@@ -1,0 +1,277 @@
+"""The group-commit writer: many workflows' checkpoints in one transaction.
+
+Workflow threads hand their step checkpoints, transaction steps and
+completions to one writer thread. It takes everything queued, writes it in
+one Postgres transaction (one fsync for the lot), then wakes every waiter
+(DESIGN.md §4 steps 6 and 7). While one batch commits the next one queues,
+so the batch grows with the load: the writer commits as often as it can,
+never on a timer.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+import psycopg
+
+from ._db import RETRYABLE, Database
+from ._errors import DatabaseUnavailableError, OnceflowError
+from ._serialize import dumps
+from ._sql import Queries
+
+log = logging.getLogger("onceflow.writer")
+
+TxFunction = Callable[[psycopg.Connection[Any]], Any]
+
+
+class TxVerdict(Enum):
+    COMMITTED = "committed"
+    FAILED = "failed"  # the user's SQL or code raised; rolled back to its savepoint
+    REFUSED = "refused"  # checkpoint matched no live row at our epoch: fenced or done before
+
+
+@dataclass(frozen=True)
+class TxResult:
+    verdict: TxVerdict
+    value: Any = None
+    error: BaseException | None = None
+
+
+@dataclass
+class _Job:
+    workflow_id: str
+    epoch: int
+    future: Future[Any] = field(default_factory=Future)
+
+
+@dataclass
+class _StepJob(_Job):
+    step: int = 0
+    name: str = ""
+    output: str | None = None
+    error: str | None = None
+    started_at: datetime | None = None
+
+
+@dataclass
+class _TxJob(_Job):
+    step: int = 0
+    name: str = ""
+    fn: TxFunction | None = None
+    started_at: datetime | None = None
+
+
+@dataclass
+class _CompleteJob(_Job):
+    status: str = ""
+    output: str | None = None
+    error: str | None = None
+
+
+class CheckpointWriter:
+    def __init__(self, db: Database, queries: Queries, *, max_batch: int = 1000) -> None:
+        self._db = db
+        self._q = queries
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="onceflow-writer", daemon=True)
+        self._stopping = threading.Event()
+        self._conn: psycopg.Connection[Any] | None = None
+        self.batches = 0
+        self.jobs = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Write what is queued, then stop. Waiters left over get an error."""
+        self._stopping.set()
+        self._queue.put(None)
+        self._thread.join(timeout)
+        if self._conn is not None:
+            self._conn.close()
+
+    # -- what workflow threads call -------------------------------------------
+
+    def write_step(
+        self,
+        workflow_id: str,
+        epoch: int,
+        step: int,
+        name: str,
+        *,
+        output: str | None,
+        error: str | None,
+        started_at: datetime | None,
+    ) -> Future[bool]:
+        """Checkpoint a step; the future says whether the row was written."""
+        job = _StepJob(workflow_id, epoch, step=step, name=name, output=output, error=error,
+                       started_at=started_at)
+        return self._submit(job)
+
+    def run_transaction(
+        self, workflow_id: str, epoch: int, step: int, name: str, fn: TxFunction,
+        started_at: datetime | None,
+    ) -> Future[TxResult]:
+        """Run `fn(conn)` and its checkpoint in one transaction, under a savepoint."""
+        job = _TxJob(workflow_id, epoch, step=step, name=name, fn=fn, started_at=started_at)
+        return self._submit(job)
+
+    def complete(
+        self, workflow_id: str, epoch: int, status: str, *, output: str | None, error: str | None
+    ) -> Future[bool]:
+        """Move a workflow to its final status; the future says whether it moved."""
+        job = _CompleteJob(workflow_id, epoch, status=status, output=output, error=error)
+        return self._submit(job)
+
+    def _submit(self, job: _Job) -> Future[Any]:
+        if self._stopping.is_set() and not self._thread.is_alive():
+            job.future.set_exception(OnceflowError("the engine is shut down"))
+        else:
+            self._queue.put(job)
+        return job.future
+
+    # -- the writer thread ----------------------------------------------------
+
+    def _take(self) -> list[_Job]:
+        first = self._queue.get()
+        batch: list[_Job] = [] if first is None else [first]
+        while len(batch) < self._max_batch:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                batch.append(job)
+        return batch
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._take()
+            if not batch:
+                if self._stopping.is_set():
+                    return
+                continue
+            self._write_until_done(batch)
+
+    def _write_until_done(self, batch: list[_Job]) -> None:
+        # Postgres down is waited out, never turned into lost work (DESIGN.md §7).
+        delay = 0.05
+        while True:
+            try:
+                results = self._write(batch)
+            except (*RETRYABLE, DatabaseUnavailableError) as exc:
+                self._drop_connection()
+                if self._stopping.is_set():
+                    self._fail(batch, DatabaseUnavailableError(f"shut down while Postgres was unreachable: {exc}"))
+                    return
+                log.warning("checkpoint batch of %d failed, retrying in %.2fs: %s",
+                            len(batch), delay, exc)
+                time.sleep(delay)
+                delay = min(5.0, delay * 2)
+                continue
+            except Exception as exc:  # a bug, or user code that broke the connection
+                log.exception("checkpoint batch failed")
+                self._drop_connection()
+                self._fail(batch, exc)
+                return
+            self.batches += 1
+            self.jobs += len(batch)
+            for job, result in zip(batch, results, strict=True):
+                job.future.set_result(result)
+            return
+
+    def _fail(self, batch: list[_Job], exc: BaseException) -> None:
+        for job in batch:
+            if not job.future.done():
+                job.future.set_exception(exc)
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            # Plain tuple rows: this connection is also the one users' transaction
+            # steps receive, and they expect psycopg's defaults.
+            self._conn = self._db.connect(autocommit=True, dict_rows=False)
+        return self._conn
+
+    def _write(self, batch: list[_Job]) -> list[Any]:
+        conn = self._connection()
+        results: dict[int, Any] = {}
+        steps = [j for j in batch if isinstance(j, _StepJob)]
+        completes = [j for j in batch if isinstance(j, _CompleteJob)]
+        with conn.transaction():
+            for job in batch:
+                if isinstance(job, _TxJob):
+                    results[id(job)] = self._transaction_step(conn, job)
+            if steps:
+                written = {
+                    (wid, step)
+                    for wid, step in conn.execute(self._q["write_steps"], {
+                        "workflow_id": [j.workflow_id for j in steps],
+                        "step": [j.step for j in steps],
+                        "name": [j.name for j in steps],
+                        "output": [j.output for j in steps],
+                        "error": [j.error for j in steps],
+                        "started_at": [j.started_at for j in steps],
+                        "epoch": [j.epoch for j in steps],
+                    }).fetchall()
+                }
+                for s in steps:
+                    results[id(s)] = (s.workflow_id, s.step) in written
+            if completes:
+                done = {
+                    row[0]
+                    for row in conn.execute(self._q["complete_workflows"], {
+                        "workflow_id": [j.workflow_id for j in completes],
+                        "epoch": [j.epoch for j in completes],
+                        "status": [j.status for j in completes],
+                        "output": [j.output for j in completes],
+                        "error": [j.error for j in completes],
+                    }).fetchall()
+                }
+                for c in completes:
+                    results[id(c)] = c.workflow_id in done
+        return [results[id(job)] for job in batch]
+
+    def _transaction_step(self, conn: psycopg.Connection[Any], job: _TxJob) -> TxResult:
+        assert job.fn is not None
+        try:
+            # A savepoint per step: one step's failure rolls back only itself,
+            # and its effect and its checkpoint commit together or not at all.
+            with conn.transaction():
+                value = job.fn(conn)
+                output = dumps(value, what=f"the result of transaction step {job.name!r}")
+                row = conn.execute(self._q["write_transaction_step"], {
+                    "workflow_id": job.workflow_id, "epoch": job.epoch, "step": job.step,
+                    "name": job.name, "output": output, "started_at": job.started_at,
+                }).fetchone()
+                if row is None:
+                    raise _Refused
+        except _Refused:
+            return TxResult(TxVerdict.REFUSED)
+        except RETRYABLE:
+            raise
+        except Exception as exc:
+            if conn.closed or conn.broken:
+                raise
+            return TxResult(TxVerdict.FAILED, error=exc)
+        return TxResult(TxVerdict.COMMITTED, value=value)
+
+
+class _Refused(Exception):
+    """Unwinds a transaction step's savepoint when its checkpoint is refused."""

@@ -1,0 +1,198 @@
+-- Every query the engine runs, one named block each ("-- name: NAME").
+-- {schema} is the Onceflow schema, composed once per Engine as a quoted
+-- identifier (psycopg.sql.Identifier), never from any other input.
+
+-- name: insert_workflow
+INSERT INTO {schema}.workflows (workflow_id, name, input, owner)
+VALUES (%(workflow_id)s, %(name)s, %(input)s::jsonb, %(owner)s)
+ON CONFLICT (workflow_id) DO NOTHING
+RETURNING epoch;
+
+-- name: insert_workflows
+-- A whole batch in one statement; rows that already exist are skipped and
+-- reported by their absence from RETURNING (DESIGN.md §4 step 3).
+INSERT INTO {schema}.workflows
+    (workflow_id, name, input, owner, status, error,
+     source_group, source_topic, source_partition, source_offset, ordering_key)
+SELECT u.workflow_id, u.name, u.input::jsonb, %(owner)s, u.status, u.error::jsonb,
+       u.source_group, u.source_topic, u.source_partition, u.source_offset, u.ordering_key
+FROM unnest(%(workflow_id)s::text[], %(name)s::text[], %(input)s::text[], %(status)s::text[],
+            %(error)s::text[], %(source_group)s::text[], %(source_topic)s::text[],
+            %(source_partition)s::int[], %(source_offset)s::bigint[], %(ordering_key)s::text[])
+     AS u(workflow_id, name, input, status, error, source_group, source_topic,
+          source_partition, source_offset, ordering_key)
+ON CONFLICT (workflow_id) DO NOTHING
+RETURNING workflow_id;
+
+-- name: inspect_existing
+-- Redelivered rows: their state, and whether their owner is still alive.
+SELECT w.workflow_id, w.name, w.status, w.owner, w.epoch,
+       (e.executor_id IS NOT NULL
+        AND e.heartbeat_at > now() - make_interval(secs => %(lease)s)) AS owner_alive
+FROM {schema}.workflows w
+LEFT JOIN {schema}.executors e ON e.executor_id = w.owner
+WHERE w.workflow_id = ANY(%(workflow_ids)s::text[]);
+
+-- name: claim_workflows
+-- Take over PENDING workflows whose owner is gone, released, or is us
+-- (a restart under the same executor ID). The epoch bump fences the old
+-- owner: its checkpoints and completion now match no row (DESIGN.md §1.6).
+UPDATE {schema}.workflows w
+SET owner = %(owner)s, epoch = w.epoch + 1, attempts = w.attempts + 1, updated_at = now()
+FROM (
+    SELECT c.workflow_id
+    FROM {schema}.workflows c
+    LEFT JOIN {schema}.executors e ON e.executor_id = c.owner
+    WHERE c.workflow_id = ANY(%(workflow_ids)s::text[])
+      AND c.status = 'PENDING'
+      AND (c.owner IS NULL OR c.owner = %(owner)s OR e.executor_id IS NULL
+           OR e.heartbeat_at <= now() - make_interval(secs => %(lease)s))
+    FOR UPDATE OF c SKIP LOCKED
+) AS claimable
+WHERE w.workflow_id = claimable.workflow_id
+RETURNING w.workflow_id, w.name, w.input, w.epoch, w.source_offset;
+
+-- name: claim_orphans
+-- Recovery: PENDING workflows of dead executors, or released ones, and
+-- (on launch only: reclaim_own) those left by an earlier run under our ID. Workflows
+-- fed by a source are left to the integration that owns the source, which
+-- claims them in source order (DESIGN.md §5, §6).
+UPDATE {schema}.workflows w
+SET owner = %(owner)s, epoch = w.epoch + 1, attempts = w.attempts + 1, updated_at = now()
+FROM (
+    SELECT c.workflow_id
+    FROM {schema}.workflows c
+    LEFT JOIN {schema}.executors e ON e.executor_id = c.owner
+    WHERE c.status = 'PENDING'
+      AND c.source_group IS NULL
+      AND (c.owner IS NULL OR (c.owner = %(owner)s AND %(reclaim_own)s) OR e.executor_id IS NULL
+           OR e.heartbeat_at <= now() - make_interval(secs => %(lease)s))
+    ORDER BY c.created_at
+    LIMIT %(limit)s
+    FOR UPDATE OF c SKIP LOCKED
+) AS claimable
+WHERE w.workflow_id = claimable.workflow_id
+RETURNING w.workflow_id, w.name, w.input, w.epoch;
+
+-- name: pending_for_source
+-- PENDING workflows of one source partition, oldest first, with their owner's liveness.
+SELECT w.workflow_id, w.owner, w.source_offset,
+       (e.executor_id IS NOT NULL
+        AND e.heartbeat_at > now() - make_interval(secs => %(lease)s)) AS owner_alive
+FROM {schema}.workflows w
+LEFT JOIN {schema}.executors e ON e.executor_id = w.owner
+WHERE w.status = 'PENDING'
+  AND w.source_group = %(group)s AND w.source_topic = %(topic)s
+  AND w.source_partition = %(partition)s
+ORDER BY w.source_offset;
+
+-- name: release_workflows
+-- Hand PENDING workflows back (graceful stop, partition revoked): any
+-- executor may claim them at once. The epoch bump fences a run still going.
+UPDATE {schema}.workflows
+SET owner = NULL, epoch = epoch + 1, updated_at = now()
+WHERE workflow_id = ANY(%(workflow_ids)s::text[]) AND status = 'PENDING' AND owner = %(owner)s;
+
+-- name: release_all_owned
+UPDATE {schema}.workflows
+SET owner = NULL, epoch = epoch + 1, updated_at = now()
+WHERE status = 'PENDING' AND owner = %(owner)s;
+
+-- name: get_workflow
+SELECT workflow_id, name, status, input, output, error, owner, epoch, attempts,
+       created_at, updated_at, source_group, source_topic, source_partition,
+       source_offset, ordering_key
+FROM {schema}.workflows
+WHERE workflow_id = %(workflow_id)s;
+
+-- name: list_workflows
+SELECT workflow_id, name, status, input, output, error, owner, epoch, attempts,
+       created_at, updated_at, source_group, source_topic, source_partition,
+       source_offset, ordering_key
+FROM {schema}.workflows
+WHERE (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(name)s::text IS NULL OR name = %(name)s)
+ORDER BY created_at DESC, workflow_id
+LIMIT %(limit)s;
+
+-- name: load_steps
+SELECT step, name, output, error, started_at, finished_at
+FROM {schema}.steps
+WHERE workflow_id = %(workflow_id)s
+ORDER BY step;
+
+-- name: get_step
+SELECT step, name, output, error, started_at, finished_at
+FROM {schema}.steps
+WHERE workflow_id = %(workflow_id)s AND step = %(step)s;
+
+-- name: write_steps
+-- Group-committed checkpoints. The join to the workflow row at the writer's
+-- epoch, locked FOR SHARE, is the fence: a claim (which bumps the epoch)
+-- either committed first, and the row no longer matches, or waits for us.
+INSERT INTO {schema}.steps (workflow_id, step, name, output, error, started_at)
+SELECT u.workflow_id, u.step, u.name, u.output::jsonb, u.error::jsonb, u.started_at
+FROM unnest(%(workflow_id)s::text[], %(step)s::int[], %(name)s::text[], %(output)s::text[],
+            %(error)s::text[], %(started_at)s::timestamptz[], %(epoch)s::bigint[])
+     AS u(workflow_id, step, name, output, error, started_at, epoch)
+JOIN (
+    SELECT w.workflow_id, w.epoch
+    FROM {schema}.workflows w
+    WHERE w.workflow_id = ANY(%(workflow_id)s::text[]) AND w.status = 'PENDING'
+    FOR SHARE
+) AS live ON live.workflow_id = u.workflow_id AND live.epoch = u.epoch
+ON CONFLICT (workflow_id, step) DO NOTHING
+RETURNING workflow_id, step;
+
+-- name: write_transaction_step
+-- The checkpoint of a @transaction step, in the same transaction as its SQL.
+INSERT INTO {schema}.steps (workflow_id, step, name, output, started_at)
+SELECT w.workflow_id, %(step)s, %(name)s, %(output)s::jsonb, %(started_at)s
+FROM (
+    SELECT workflow_id FROM {schema}.workflows
+    WHERE workflow_id = %(workflow_id)s AND epoch = %(epoch)s AND status = 'PENDING'
+    FOR SHARE
+) AS w
+ON CONFLICT (workflow_id, step) DO NOTHING
+RETURNING step;
+
+-- name: complete_workflows
+-- The one move from PENDING to a final state, conditional on the epoch.
+UPDATE {schema}.workflows w
+SET status = u.status, output = u.output::jsonb, error = u.error::jsonb, updated_at = now()
+FROM unnest(%(workflow_id)s::text[], %(epoch)s::bigint[], %(status)s::text[],
+            %(output)s::text[], %(error)s::text[])
+     AS u(workflow_id, epoch, status, output, error)
+WHERE w.workflow_id = u.workflow_id AND w.epoch = u.epoch AND w.status = 'PENDING'
+RETURNING w.workflow_id;
+
+-- name: cancel_workflow
+UPDATE {schema}.workflows
+SET status = 'CANCELLED', updated_at = now()
+WHERE workflow_id = %(workflow_id)s AND status = 'PENDING'
+RETURNING workflow_id;
+
+-- name: reopen_workflow
+-- Resume: back to PENDING under a new epoch, owned by the caller.
+UPDATE {schema}.workflows
+SET status = 'PENDING', owner = %(owner)s, epoch = epoch + 1, attempts = attempts + 1,
+    output = NULL, error = NULL, updated_at = now()
+WHERE workflow_id = %(workflow_id)s
+  AND status IN ('PENDING', 'ERROR', 'CANCELLED')
+RETURNING name, input, epoch;
+
+-- name: forget_failed_steps
+-- Resume re-runs what did not complete: the first failed step and all after it.
+DELETE FROM {schema}.steps
+WHERE workflow_id = %(workflow_id)s
+  AND step >= (SELECT min(step) FROM {schema}.steps
+               WHERE workflow_id = %(workflow_id)s AND error IS NOT NULL);
+
+-- name: heartbeat
+INSERT INTO {schema}.executors (executor_id, hostname, pid)
+VALUES (%(executor_id)s, %(hostname)s, %(pid)s)
+ON CONFLICT (executor_id) DO UPDATE
+SET heartbeat_at = now(), hostname = EXCLUDED.hostname, pid = EXCLUDED.pid;
+
+-- name: remove_executor
+DELETE FROM {schema}.executors WHERE executor_id = %(executor_id)s;
