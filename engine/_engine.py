@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from concurrent.futures import Future
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
@@ -26,7 +26,16 @@ from ._errors import (
     WorkflowFailedError,
     WorkflowNotFoundError,
 )
-from ._models import Claimed, Disposition, NewWorkflow, Recorded, Source, Status, StepRecord, WorkflowStatus
+from ._models import (
+    Claimed,
+    Disposition,
+    NewWorkflow,
+    Recorded,
+    Source,
+    Status,
+    StepRecord,
+    WorkflowStatus,
+)
 from ._registry import Registry, StepSpec, Workflow, default_name
 from ._retry import RetryPolicy
 from ._runner import Outcome, Runner, call_step, call_transaction
@@ -43,9 +52,15 @@ R = TypeVar("R")
 class WorkflowHandle(Generic[R]):
     """A started workflow: wait for its result, read its status."""
 
-    def __init__(self, engine: Engine, workflow_id: str) -> None:
+    def __init__(
+        self, engine: Engine, workflow_id: str, run: Future[Outcome] | None = None
+    ) -> None:
         self.engine = engine
         self.workflow_id = workflow_id
+        self._run = run
+
+    def _local(self) -> Future[Outcome] | None:
+        return self._run or self.engine._runner.future(self.workflow_id)
 
     def result(self, timeout: float | None = None) -> R:
         """Wait for the workflow to end and return its result.
@@ -56,7 +71,7 @@ class WorkflowHandle(Generic[R]):
             TimeoutError: it did not end within `timeout` seconds.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        local = self.engine._runner.future(self.workflow_id)
+        local = self._local()
         if local is not None:
             outcome = local.result(timeout)
             if outcome.status is not None:
@@ -85,7 +100,7 @@ class WorkflowHandle(Generic[R]):
         """Call `fn(handle, status)` when this process's run ends (status None:
         the run was fenced off). If the workflow does not run here, at once
         with its current status."""
-        local = self.engine._runner.future(self.workflow_id)
+        local = self._local()
         if local is None:
             st = self.engine.get_workflow(self.workflow_id).status
             fn(self, st if st.is_final else None)
@@ -323,11 +338,10 @@ class Engine:
         })
         if row is not None:
             claimed = Claimed(workflow_id, wf.name, row["epoch"], tuple(args), dict(kwargs))
-            self._runner.submit(claimed, fresh=True)
-        else:
-            existing = self.get_workflow(workflow_id)
-            if existing.name != wf.name:
-                raise WorkflowConflictError(workflow_id, existing.name, wf.name)
+            return WorkflowHandle(self, workflow_id, self._runner.submit(claimed, fresh=True))
+        existing = self.get_workflow(workflow_id)
+        if existing.name != wf.name:
+            raise WorkflowConflictError(workflow_id, existing.name, wf.name)
         return WorkflowHandle(self, workflow_id)
 
     def handle(self, workflow_id: str) -> WorkflowHandle[Any]:
@@ -379,13 +393,17 @@ class Engine:
 
     # -- for integrations that feed workflows from a source (consumers) -------
 
-    def record(self, batch: Sequence[NewWorkflow]) -> list[Recorded]:
+    def record(
+        self, batch: Sequence[NewWorkflow], *, holding: Container[str] = ()
+    ) -> list[Recorded]:
         """Record a batch of workflows in one statement, then sort out the ones
         that already existed (DESIGN.md §4 step 3).
 
         When this returns, every workflow of the batch is durable in Postgres:
         only then may the source acknowledge them. The result, in batch order,
-        says which to run (`claimed` is set) and which to leave.
+        says which to run (`claimed` is set) and which to leave. `holding`
+        names workflows the caller already holds (queued to run): never claimed
+        again, they come back BUSY.
         """
         self._require_launched()
         if not batch:
@@ -394,15 +412,15 @@ class Engine:
         outcome: dict[str, Recorded] = {}
         for item in batch:
             if item.workflow_id in inserted:
-                if item.failure is not None:
-                    outcome[item.workflow_id] = Recorded(item.workflow_id, Disposition.FINISHED)
+                if item.failure is not None:  # recorded straight into ERROR: nothing to run
+                    outcome[item.workflow_id] = Recorded(item.workflow_id, Disposition.NEW)
                 else:
                     claimed = Claimed(item.workflow_id, item.name, 1, item.args, item.kwargs,
                                       item.source.offset if item.source else None)
                     outcome[item.workflow_id] = Recorded(item.workflow_id, Disposition.NEW, claimed, fresh=True)
         existing = [i.workflow_id for i in batch if i.workflow_id not in inserted]
         if existing:
-            outcome.update(self._sort_existing(existing))
+            outcome.update(self.inspect(existing, holding=holding))
         return [outcome[i.workflow_id] for i in batch]
 
     def _insert_batch(self, batch: Sequence[NewWorkflow]) -> set[str]:
@@ -425,9 +443,13 @@ class Engine:
         rows = self._db.fetch_all(self._q["insert_workflows"], {"owner": self.executor_id, **cols})
         return {r["workflow_id"] for r in rows}
 
-    def _sort_existing(self, workflow_ids: list[str]) -> dict[str, Recorded]:
+    def inspect(
+        self, workflow_ids: Sequence[str], *, holding: Container[str] = ()
+    ) -> dict[str, Recorded]:
+        """Sort existing workflows: FINISHED, BUSY (a live executor, or this
+        one, holds it) or CLAIMED now by this executor (its owner is gone)."""
         rows = self._db.fetch_all(self._q["inspect_existing"], {
-            "workflow_ids": workflow_ids, "lease": self.settings.lease,
+            "workflow_ids": list(workflow_ids), "lease": self.settings.lease,
         })
         result: dict[str, Recorded] = {}
         to_claim: list[str] = []
@@ -435,7 +457,8 @@ class Engine:
             wid = r["workflow_id"]
             if r["status"] != Status.PENDING:
                 result[wid] = Recorded(wid, Disposition.FINISHED)
-            elif self._runner.is_active(wid) or (r["owner_alive"] and r["owner"] != self.executor_id):
+            elif (wid in holding or self._runner.is_active(wid)
+                  or (r["owner_alive"] and r["owner"] != self.executor_id)):
                 result[wid] = Recorded(wid, Disposition.BUSY)
             else:
                 to_claim.append(wid)
@@ -453,7 +476,9 @@ class Engine:
         })
         return sorted((_claimed(r) for r in rows), key=lambda c: c.source_offset or 0)
 
-    def claim_source(self, source: Source) -> tuple[list[Claimed], int]:
+    def claim_source(
+        self, source: Source, *, holding: Container[str] = ()
+    ) -> tuple[list[Claimed], int]:
         """Claim the PENDING workflows of one source partition (group, topic,
         partition) that have no live owner, oldest first. Returns them and the
         number still held by live executors, which the caller should wait for
@@ -462,7 +487,8 @@ class Engine:
             "group": source.group, "topic": source.topic, "partition": source.partition,
             "lease": self.settings.lease,
         })
-        mine_running = {r["workflow_id"] for r in rows if self._runner.is_active(r["workflow_id"])}
+        mine_running = {r["workflow_id"] for r in rows
+                        if r["workflow_id"] in holding or self._runner.is_active(r["workflow_id"])}
         claimable = [r["workflow_id"] for r in rows if r["workflow_id"] not in mine_running
                      and (not r["owner_alive"] or r["owner"] in (None, self.executor_id))]
         busy = sum(1 for r in rows if r["owner_alive"] and r["owner"] != self.executor_id)
@@ -479,8 +505,7 @@ class Engine:
     def run(self, claimed: Claimed, *, fresh: bool = False) -> WorkflowHandle[Any]:
         """Run a workflow this executor owns (from `record` or `claim_source`)."""
         self._require_launched()
-        self._runner.submit(claimed, fresh=fresh)
-        return WorkflowHandle(self, claimed.workflow_id)
+        return WorkflowHandle(self, claimed.workflow_id, self._runner.submit(claimed, fresh=fresh))
 
     def active_count(self) -> int:
         """Workflows running in this process now."""

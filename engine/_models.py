@@ -53,7 +53,7 @@ class NewWorkflow:
 class Disposition(StrEnum):
     """What recording found for one workflow of a batch."""
 
-    NEW = "new"  # inserted now, owned by this executor: run it
+    NEW = "new"  # inserted now, owned by this executor: run it (if not recorded as failed)
     CLAIMED = "claimed"  # existed PENDING without a live owner; now ours: run it
     FINISHED = "finished"  # already final (or recorded as ERROR on input): nothing to do
     BUSY = "busy"  # PENDING under another live executor: leave it

@@ -1,0 +1,91 @@
+"""The event a handler receives, and how a record is stored as workflow input."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+Headers = tuple[tuple[str, bytes | None], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Event(Generic[T]):
+    """One Kafka record, as the subscribed handler sees it.
+
+    Attributes:
+        value: the record's value validated into the subscription's model,
+            or the raw bytes when the subscription has no model.
+        key: the record's key bytes (None when it has none).
+        workflow_id: the ID of the workflow this record runs as.
+    """
+
+    value: T
+    key: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp: datetime | None
+    headers: Headers
+    workflow_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A record as stored in the workflow's input: everything needed to rebuild
+    its Event after a crash, without Kafka (the record may be long gone)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int | None
+    headers: Headers
+
+    def to_json(self) -> dict[str, Any]:
+        # Text stays text so operators can read inputs in the table;
+        # anything else is kept as bytes (the serializer tags them).
+        return {
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "key": _text_or_bytes(self.key),
+            "value": _text_or_bytes(self.value),
+            "timestamp_ms": self.timestamp_ms,
+            "headers": [[k, v] for k, v in self.headers],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Envelope:
+        return cls(
+            topic=data["topic"],
+            partition=data["partition"],
+            offset=data["offset"],
+            key=_as_bytes(data["key"]),
+            value=_as_bytes(data["value"]),
+            timestamp_ms=data["timestamp_ms"],
+            headers=tuple((k, _as_bytes(v)) for k, v in data["headers"]),
+        )
+
+    def timestamp(self) -> datetime | None:
+        if self.timestamp_ms is None or self.timestamp_ms < 0:
+            return None
+        return datetime.fromtimestamp(self.timestamp_ms / 1000, UTC)
+
+
+def _text_or_bytes(data: bytes | None) -> str | bytes | None:
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data
+
+
+def _as_bytes(data: str | bytes | None) -> bytes | None:
+    if data is None or isinstance(data, bytes):
+        return data
+    return data.encode("utf-8")

@@ -1,0 +1,446 @@
+"""One consumer group's service loop: poll, decode, record, commit, run.
+
+The order inside `_ingest` is the guarantee (DESIGN.md §4): the batch's
+workflows are committed in Postgres first, and only then are the records'
+offsets stored for Kafka to commit. A crash between the two redelivers the
+batch, which finds its rows already there.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from engine import (
+    Claimed,
+    DatabaseUnavailableError,
+    Disposition,
+    Engine,
+    NewWorkflow,
+    Source,
+    Status,
+    WorkflowHandle,
+)
+
+from . import _faults
+from ._event import Envelope
+from ._ids import workflow_id
+from ._scheduler import TP, Entry, Scheduler
+from ._subscription import BadRecord, Subscription
+from ._topics import describe_topics
+
+log = logging.getLogger("onceflow.consumer")
+
+# A queued workflow to run: (claimed, fresh), or None for one that another
+# live executor holds; it keeps its lane blocked until that one ends.
+Item = tuple[Claimed, bool] | None
+
+
+@dataclass
+class GroupStats:
+    consumed: int = 0
+    recorded: int = 0
+    duplicates: int = 0
+    bad_records: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    handed_over: int = 0
+
+
+class GroupConsumer:
+    """Consumes the topics of one group and runs each record as a workflow."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        group: str,
+        subscriptions: list[Subscription],
+        kafka_conf: dict[str, Any],
+        *,
+        batch_size: int = 500,
+        poll_timeout: float = 0.1,
+        revoke_timeout: float = 10.0,
+    ) -> None:
+        self.engine = engine
+        self.group = group
+        self.routes = {t: s for s in subscriptions for t in s.topics}
+        self.kafka_conf = kafka_conf
+        self.batch_size = batch_size
+        self.poll_timeout = poll_timeout
+        self.revoke_timeout = revoke_timeout
+        self.stats = GroupStats()
+        self._scheds: dict[str, Scheduler[Item]] = {
+            t: Scheduler(s.ordering, max_in_flight=s.max_in_flight, max_buffered=s.max_buffered)
+            for s in subscriptions for t in s.topics
+        }
+        # Schedulers are shared by topics of one subscription.
+        by_sub: dict[int, Scheduler[Item]] = {}
+        for t, s in self.routes.items():
+            self._scheds[t] = by_sub.setdefault(id(s), self._scheds[t])
+        self._lock = threading.RLock()
+        self._local = threading.local()
+        self._handles: dict[str, WorkflowHandle[Any]] = {}
+        self._foreign: set[str] = set()
+        self._topic_ids: dict[str, str] = {}
+        self._assigned: set[TP] = set()
+        self._handover: set[TP] = set()  # assigned, paused until earlier work is claimed
+        self._full: set[TP] = set()  # paused for backpressure
+        self._next_check = 0.0
+        self._consumer: Consumer | None = None
+        self.positions: dict[TP, int] = {}
+
+    # -- the loop -------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        conf = {
+            "auto.offset.reset": "earliest",
+            **self.kafka_conf,
+            **{k: v for s in self.routes.values() for k, v in s.consumer_config.items()},
+            "group.id": self.group,
+            # Offsets are stored by hand, only after the Postgres commit; the
+            # client then commits stored offsets in the background.
+            "enable.auto.offset.store": False,
+            "enable.auto.commit": True,
+        }
+        consumer = Consumer(conf)
+        self._consumer = consumer
+        consumer.subscribe(
+            sorted(self.routes),
+            on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost,
+        )
+        log.info("group %s subscribed to %s", self.group, ", ".join(sorted(self.routes)))
+        try:
+            while not stop.is_set():
+                first = consumer.poll(self.poll_timeout)
+                batch = [] if first is None else [first]
+                if first is not None and self.batch_size > 1:
+                    # Take what is already fetched without waiting for more:
+                    # a full batch under load, no added latency when idle.
+                    batch.extend(consumer.consume(self.batch_size - 1, timeout=0))
+                records = [m for m in batch if self._usable(m)]
+                if records:
+                    self._ingest(records)
+                self._tick()
+        finally:
+            self._close(consumer)
+
+    def _usable(self, msg: Message) -> bool:
+        err = msg.error()
+        if err is None:
+            return True
+        if err.code() == KafkaError._PARTITION_EOF:
+            return False
+        if err.fatal():
+            raise KafkaException(err)
+        log.warning("group %s: Kafka reports %s", self.group, err)
+        return False
+
+    # -- ingestion: decode, record, store offsets, schedule -------------------
+
+    def _ingest(self, records: list[Message]) -> None:
+        items: list[NewWorkflow] = []
+        for msg in records:
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            sub = self.routes[topic]
+            wid = workflow_id(self.group, topic, self._topic_ids[topic], partition, offset)
+            ts_type, ts = msg.timestamp()
+            env = Envelope(topic, partition, offset, msg.key(), msg.value(),
+                           ts if ts_type else None, _headers(msg.headers()))
+            failure = None
+            try:
+                sub.decode(env, wid)
+            except BadRecord as exc:
+                # Parked as a failed workflow with its raw bytes: not dropped,
+                # and the partition goes on (DESIGN.md §4 step 2).
+                failure = {"type": "BadRecord", "message": str(exc),
+                           "detail": orjson.dumps(exc.detail, default=str).decode()}
+                self.stats.bad_records += 1
+            key = msg.key()
+            items.append(NewWorkflow(
+                wid, sub.name, (env.to_json(),),
+                source=Source(self.group, topic, partition, offset,
+                              None if key is None else key.decode("utf-8", "backslashreplace")),
+                failure=failure,
+            ))
+        self.stats.consumed += len(records)
+        _faults.reached("before_record")
+        with self._lock:
+            held = set(self._handles) | self._foreign
+        recorded = self._record(items, held)
+        _faults.reached("after_record")
+        # Only now, with the batch durable in Postgres, may Kafka move on.
+        self._store_offsets(records)
+        release: list[str] = []
+        with self._lock:
+            for msg, rec in zip(records, recorded, strict=True):
+                tp = (msg.topic(), msg.partition())
+                if tp not in self._assigned:  # revoked while we were recording
+                    if rec.claimed is not None:
+                        release.append(rec.workflow_id)
+                    continue
+                if rec.disposition is Disposition.NEW:
+                    self.stats.recorded += 1
+                elif rec.disposition is not Disposition.CLAIMED:
+                    self.stats.duplicates += 1
+                item: Item
+                if rec.claimed is not None:
+                    item = (rec.claimed, rec.fresh)
+                elif rec.disposition is Disposition.BUSY:
+                    item = None
+                else:
+                    continue
+                self._scheds[tp[0]].add(tp, msg.key(), msg.offset(), rec.workflow_id, item)
+        self.engine.release(release)
+        self._dispatch()
+
+    def _record(self, items: list[NewWorkflow], held: set[str]) -> list[Any]:
+        delay = 0.1
+        while True:
+            try:
+                return self.engine.record(items, holding=held)
+            except DatabaseUnavailableError as exc:
+                # No offset is stored while Postgres is away; the batch waits
+                # here and Kafka keeps the records (DESIGN.md §7).
+                log.warning("group %s: cannot record %d records, retrying in %.1fs: %s",
+                            self.group, len(items), delay, exc)
+                time.sleep(delay)
+                delay = min(5.0, delay * 2)
+
+    def _store_offsets(self, records: list[Message]) -> None:
+        top: dict[TP, int] = {}
+        for msg in records:
+            tp = (msg.topic(), msg.partition())
+            top[tp] = max(top.get(tp, -1), msg.offset())
+        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in top.items() if (t, p) in self._assigned]
+        for (t, p), o in top.items():
+            self.positions[(t, p)] = o + 1
+        if offsets and self._consumer is not None:
+            try:
+                self._consumer.store_offsets(offsets=offsets)
+            except KafkaException as exc:  # partition revoked meanwhile: redelivery dedups
+                log.info("group %s: offsets not stored (%s)", self.group, exc)
+
+    # -- running --------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        """Start every workflow the schedulers allow. Safe from any thread;
+        re-entrant calls (a run that ended at once) leave the work to the
+        outer loop."""
+        if getattr(self._local, "busy", False):
+            return
+        self._local.busy = True
+        try:
+            while True:
+                with self._lock:
+                    ready: list[Entry[Item]] = []
+                    for sched in {id(s): s for s in self._scheds.values()}.values():
+                        ready.extend(sched.take_ready())
+                    for entry in ready:
+                        if entry.item is None:
+                            self._foreign.add(entry.workflow_id)
+                if not ready:
+                    return
+                for entry in ready:
+                    if entry.item is not None:
+                        self._start(entry, *entry.item)
+        finally:
+            self._local.busy = False
+
+    def _start(self, entry: Entry[Item], claimed: Claimed, fresh: bool) -> None:
+        handle = self.engine.run(claimed, fresh=fresh)
+        with self._lock:
+            self._handles[entry.workflow_id] = handle
+        handle.add_done_callback(lambda h, status, e=entry: self._finished(e, status))
+
+    def _finished(self, entry: Entry[Item], status: Status | None) -> None:
+        with self._lock:
+            self._handles.pop(entry.workflow_id, None)
+            self._foreign.discard(entry.workflow_id)
+            if status is Status.SUCCESS:
+                self.stats.succeeded += 1
+            elif status is not None:
+                self.stats.failed += 1
+            self._scheds[entry.tp[0]].done(entry.workflow_id)
+        self._dispatch()
+
+    # -- periodic work: backpressure, hand-over, waiting on others ------------
+
+    def _tick(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        with self._lock:
+            full = {tp for tp in self._assigned - self._full if self._scheds[tp[0]].is_full(tp)}
+            roomy = {tp for tp in self._full if self._scheds[tp[0]].has_room(tp)}
+        if full:
+            consumer.pause([TopicPartition(t, p) for t, p in full])
+            self._full |= full
+        if roomy:
+            self._full -= roomy
+            resume = roomy - self._handover
+            if resume:
+                consumer.resume([TopicPartition(t, p) for t, p in resume])
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + 0.5
+            self._check_handover(consumer)
+            self._check_foreign()
+
+    def _check_handover(self, consumer: Consumer) -> None:
+        """Claim the earlier PENDING workflows of newly assigned partitions and
+        run them first; keep a partition paused while a live executor still
+        holds some, so per-key order survives the hand-over (DESIGN.md §5)."""
+        for tp in sorted(self._handover):
+            with self._lock:
+                held = set(self._handles) | self._foreign
+            try:
+                claimed, busy = self.engine.claim_source(
+                    Source(self.group, tp[0], tp[1], 0), holding=held)
+            except DatabaseUnavailableError as exc:
+                log.warning("group %s: hand-over check failed: %s", self.group, exc)
+                return
+            with self._lock:
+                if tp not in self._assigned:
+                    self.engine.release([c.workflow_id for c in claimed])
+                    continue
+                for c in claimed:
+                    env = Envelope.from_json(c.args[0])
+                    self._scheds[tp[0]].add(tp, env.key, env.offset, c.workflow_id, (c, False))
+                self.stats.handed_over += len(claimed)
+            if busy == 0:
+                self._handover.discard(tp)
+                if tp not in self._full:
+                    consumer.resume([TopicPartition(*tp)])
+            else:
+                log.info("group %s: %s-%d waits for %d workflows held by a live executor",
+                         self.group, tp[0], tp[1], busy)
+        self._dispatch()
+
+    def _check_foreign(self) -> None:
+        with self._lock:
+            waiting = list(self._foreign)
+        if not waiting:
+            return
+        try:
+            found = self.engine.inspect(waiting)
+        except DatabaseUnavailableError:
+            return
+        for wid, rec in found.items():
+            if rec.claimed is not None:
+                with self._lock:
+                    self._foreign.discard(wid)
+                    entry = self._entry(wid)
+                if entry is not None:
+                    self._start(entry, rec.claimed, False)
+            elif rec.disposition is Disposition.FINISHED:
+                with self._lock:
+                    self._foreign.discard(wid)
+                    entry = self._entry(wid)
+                if entry is not None:
+                    self._finished(entry, None)
+
+    def _entry(self, wid: str) -> Entry[Item] | None:
+        for sched in self._scheds.values():
+            entry = sched.entry(wid)
+            if entry is not None:
+                return entry
+        return None
+
+    # -- rebalance ------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = {(p.topic, p.partition) for p in partitions}
+        missing = sorted({t for t, _ in tps} - set(self._topic_ids))
+        if missing:
+            # The topic ID is the topic's incarnation, part of every workflow ID.
+            for topic, (topic_id, _) in describe_topics(self.kafka_conf, missing).items():
+                self._topic_ids[topic] = topic_id
+        consumer.assign(partitions)
+        # Paused until the hand-over check has claimed earlier work (_tick).
+        consumer.pause(partitions)
+        with self._lock:
+            self._assigned |= tps
+            self._handover |= tps
+        self._next_check = 0.0
+        log.info("group %s assigned %s", self.group, _names(tps))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = {(p.topic, p.partition) for p in partitions}
+        self._let_go(tps, wait=self.revoke_timeout)
+        try:
+            consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:
+                log.warning("group %s: commit on revoke failed: %s", self.group, exc)
+        log.info("group %s revoked %s", self.group, _names(tps))
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._let_go({(p.topic, p.partition) for p in partitions}, wait=0.0)
+
+    def _let_go(self, tps: set[TP], *, wait: float) -> None:
+        """Stop taking work for these partitions: hand back what never started,
+        give running workflows `wait` seconds, then hand those back too (their
+        new owner resumes them from their last checkpoint)."""
+        waiting: list[str] = []
+        running: dict[str, WorkflowHandle[Any]] = {}
+        with self._lock:
+            for tp in tps:
+                queued, started = self._scheds[tp[0]].drop_partition(tp)
+                waiting += [e.workflow_id for e in queued if e.item is not None]
+                for e in started:
+                    self._foreign.discard(e.workflow_id)
+                    if e.workflow_id in self._handles:
+                        running[e.workflow_id] = self._handles[e.workflow_id]
+            self._assigned -= tps
+            self._handover -= tps
+            self._full -= tps
+        deadline = time.monotonic() + wait
+        unfinished: list[str] = []
+        for wid, handle in running.items():
+            run = handle._local()
+            if run is None:
+                continue
+            try:
+                run.result(max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                unfinished.append(wid)
+        try:
+            self.engine.release(waiting + unfinished)
+        except DatabaseUnavailableError as exc:
+            log.warning("group %s: could not hand work back (it will be claimed after the lease): %s",
+                        self.group, exc)
+
+    def _close(self, consumer: Consumer) -> None:
+        with self._lock:
+            tps = set(self._assigned)
+        self._let_go(tps, wait=self.revoke_timeout)
+        try:
+            consumer.commit(asynchronous=False)
+        except KafkaException:
+            pass
+        consumer.close()
+        log.info("group %s stopped", self.group)
+
+    # -- progress -------------------------------------------------------------
+
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._handles)
+
+    def buffered(self) -> int:
+        with self._lock:
+            return sum(s.total_buffered() for s in {id(s): s for s in self._scheds.values()}.values())
+
+
+def _headers(raw: Iterable[tuple[str, bytes | None]] | None) -> tuple[tuple[str, bytes | None], ...]:
+    return tuple(raw or ())
+
+
+def _names(tps: set[TP]) -> str:
+    return ", ".join(f"{t}-{p}" for t, p in sorted(tps)) or "nothing"

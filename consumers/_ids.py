@@ -1,0 +1,42 @@
+"""Workflow IDs for Kafka records: a pure function of where the record sits."""
+
+from __future__ import annotations
+
+import re
+
+# Kafka topic names are [a-zA-Z0-9._-]; topic IDs are base64url; partition and
+# offset are integers. None of those can hold ":", so the first five fields
+# split unambiguously and the group, which may hold anything, goes last.
+_TOPIC = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
+_TOPIC_ID = re.compile(r"^[a-zA-Z0-9_=-]+$")
+
+
+def workflow_id(group: str, topic: str, topic_id: str, partition: int, offset: int) -> str:
+    """The workflow ID of one Kafka record, as consumed by one group.
+
+    `kafka:{topic}:{topic_id}:{partition}:{offset}:{group}`. The topic ID is
+    the topic's incarnation (Kafka gives a deleted and recreated topic a new
+    one), so records of a recreated topic, whose offsets start again at 0,
+    are never mistaken for the old topic's. Injective: two different records
+    (or groups) never share an ID, and the same record always gets the same.
+
+    Raises:
+        ValueError: on a name Kafka would not accept or a negative number.
+    """
+    if not group:
+        raise ValueError("group must not be empty")
+    if not _TOPIC.match(topic):
+        raise ValueError(f"{topic!r} is not a valid Kafka topic name")
+    if not _TOPIC_ID.match(topic_id):
+        raise ValueError(f"{topic_id!r} is not a Kafka topic ID")
+    if partition < 0 or offset < 0:
+        raise ValueError(f"partition and offset must not be negative ({partition}, {offset})")
+    return f"kafka:{topic}:{topic_id}:{partition}:{offset}:{group}"
+
+
+def parse_workflow_id(value: str) -> tuple[str, str, str, int, int]:
+    """Inverse of `workflow_id`: (group, topic, topic_id, partition, offset)."""
+    prefix, topic, topic_id, partition, offset, group = value.split(":", 5)
+    if prefix != "kafka":
+        raise ValueError(f"{value!r} is not a Kafka workflow ID")
+    return group, topic, topic_id, int(partition), int(offset)
