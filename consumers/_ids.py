@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 
-# Kafka topic names are [a-zA-Z0-9._-]; topic IDs are base64url; partition and
+# Kafka topic names are [a-zA-Z0-9._-]; topic IDs are base64 (standard or URL-safe); partition and
 # offset are integers. None of those can hold ":", so the first five fields
 # split unambiguously and the group, which may hold anything, goes last.
 _TOPIC = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
-_TOPIC_ID = re.compile(r"^[a-zA-Z0-9_=-]+$")
+_TOPIC_ID = re.compile(r"^[a-zA-Z0-9+/=_-]+$")
 
 
 def workflow_id(group: str, topic: str, topic_id: str, partition: int, offset: int) -> str:

@@ -38,6 +38,7 @@ class EngineSettings(BaseSettings):
     lease: float = Field(default=10.0, gt=0)
     heartbeat: float = Field(default=1.0, gt=0)
     executor_id: str = Field(default_factory=_default_executor_id, min_length=1)
+    writers: int = Field(default=2, ge=1, le=64)
     max_batch: int = Field(default=1000, ge=1)
 
     def url(self) -> str:

@@ -21,6 +21,7 @@ from ._config import build_settings
 from ._db import Database, Row
 from ._errors import (
     OnceflowError,
+    SerializationError,
     WorkflowCancelledError,
     WorkflowConflictError,
     WorkflowFailedError,
@@ -38,7 +39,7 @@ from ._models import (
 )
 from ._registry import Registry, StepSpec, Workflow, default_name
 from ._retry import RetryPolicy
-from ._runner import Outcome, Runner, call_step, call_transaction
+from ._runner import Outcome, Runner, call_step, call_transaction, error_record
 from ._serialize import dumps, revive
 from ._sql import Queries
 from ._writer import CheckpointWriter
@@ -125,6 +126,7 @@ class Engine:
         lease: seconds of silence after which an executor's work is claimed.
         heartbeat: seconds between this executor's heartbeats.
         executor_id: stable identity; restarting under it resumes at once.
+        writers: checkpoint writers (connections committing in parallel).
         migrate: apply pending migrations in launch(); if False, launch()
             refuses an unmigrated schema.
     """
@@ -138,18 +140,24 @@ class Engine:
         lease: float | None = None,
         heartbeat: float | None = None,
         executor_id: str | None = None,
+        writers: int | None = None,
         migrate: bool = True,
     ) -> None:
         self.settings = build_settings(
             database_url=database_url, schema_name=schema, workers=workers, lease=lease,
-            heartbeat=heartbeat, executor_id=executor_id,
+            heartbeat=heartbeat, executor_id=executor_id, writers=writers,
         )
         self.executor_id = self.settings.executor_id
         self._migrate = migrate
         self._q = Queries(self.settings.schema_name)
         self._db = Database(self.settings.url(), pool_size=min(32, self.settings.workers + 4))
         self._registry = Registry()
-        self._writer = CheckpointWriter(self._db, self._q, max_batch=self.settings.max_batch)
+        # Several writers, each workflow always on the same one: its writes
+        # stay in order, while one writer's commit overlaps another's batch.
+        self._writers = [
+            CheckpointWriter(self._db, self._q, max_batch=self.settings.max_batch, index=i)
+            for i in range(self.settings.writers)
+        ]
         self._runner = Runner(self, self.settings.workers)
         self._stop = threading.Event()
         self._heartbeat_thread: threading.Thread | None = None
@@ -240,10 +248,16 @@ class Engine:
         else:
             _migrate.check_migrated(self._db, self.settings.schema_name)
         self._beat()
-        self._writer.start()
+        # Hand back what an earlier run under this executor ID left PENDING
+        # (fencing that run, were it still alive): recovery below and the
+        # heartbeat loop claim it as room allows. Claiming it as our own instead
+        # would leave all but the first claim's worth stuck under a live owner.
+        self._db.execute(self._q["release_all_owned"], {"owner": self.executor_id})
+        for writer in self._writers:
+            writer.start()
         self._runner.start()
         self._launched = True
-        self.recover(include_own=True)
+        self.recover()
         self._heartbeat_thread = threading.Thread(
             target=self._heartbeat_loop, name="onceflow-heartbeat", daemon=True
         )
@@ -263,7 +277,8 @@ class Engine:
         self._stop.set()
         if self._heartbeat_thread is not None:
             self._heartbeat_thread.join(5)
-        self._writer.stop()
+        for writer in self._writers:
+            writer.stop()
         try:
             self._db.execute(self._q["release_all_owned"], {"owner": self.executor_id})
             self._db.execute(self._q["remove_executor"], {"executor_id": self.executor_id})
@@ -299,17 +314,21 @@ class Engine:
                     self.recover()
             except OnceflowError as exc:
                 log.warning("heartbeat failed: %s", exc)
+            except Exception:
+                # Never let a bug end the heartbeat: this executor would look
+                # dead and its work would be taken while it still runs it.
+                log.exception("heartbeat or recovery failed")
 
-    def recover(self, *, include_own: bool = False) -> int:
-        """Claim and run PENDING workflows whose executor is gone (and, with
-        `include_own`, this executor's own, after a restart). Runs by itself on
-        launch and every half lease; returns how many it claimed."""
+    def recover(self) -> int:
+        """Claim and run PENDING workflows whose executor is gone, or that were
+        handed back, among those registered here. Runs by itself on launch and
+        every half lease; returns how many it claimed."""
         room = max(0, 2 * self.settings.workers - self._runner.active_count())
         if room == 0:
             return 0
         rows = self._db.fetch_all(self._q["claim_orphans"], {
             "owner": self.executor_id, "lease": self.settings.lease, "limit": room,
-            "reclaim_own": include_own,
+            "names": self._registry.names(),
         })
         for row in rows:
             self._run_row(row)
@@ -363,7 +382,7 @@ class Engine:
     def get_steps(self, workflow_id: str) -> list[StepRecord]:
         rows = self._db.fetch_all(self._q["load_steps"], {"workflow_id": workflow_id})
         return [
-            StepRecord(r["step"], r["name"], revive(r["output"]), r["error"], r["started_at"],
+            StepRecord(r["step"], r["name"], _shown(r["output"]), r["error"], r["started_at"],
                        r["finished_at"])
             for r in rows
         ]
@@ -514,12 +533,23 @@ class Engine:
     # -- internals used by the runner ----------------------------------------
 
     def _run_row(self, row: Row) -> None:
-        claimed = _claimed(row)
+        try:
+            claimed = _claimed(row)
+        except SerializationError as exc:
+            # Claimed, but its input cannot be decoded here: park it in ERROR
+            # (resume() redrives it once fixed) rather than hold it forever.
+            log.error("workflow %s: %s", row["workflow_id"], exc)
+            self._writer_for(row["workflow_id"]).complete(row["workflow_id"], row["epoch"], Status.ERROR.value,
+                                  output=None, error=orjson.dumps(error_record(exc)).decode())
+            return
         if not self._registry.knows(claimed.name):
             log.error("workflow %s: no workflow named %r is registered here; leaving it",
                       claimed.workflow_id, claimed.name)
             return
         self._runner.submit(claimed)
+
+    def _writer_for(self, workflow_id: str) -> CheckpointWriter:
+        return self._writers[hash(workflow_id) % len(self._writers)]
 
     def _load_steps(self, workflow_id: str) -> dict[int, Row]:
         rows = self._db.retrying(
@@ -527,6 +557,11 @@ class Engine:
             what="loading steps",
         )
         return {r["step"]: r for r in rows}
+
+    def _holds(self, workflow_id: str, epoch: int) -> bool:
+        """Whether a run at `epoch` still holds the workflow (PENDING, not claimed since)."""
+        st = self._db.retrying(lambda: self.get_workflow(workflow_id), what="reading a workflow")
+        return st.status is Status.PENDING and st.epoch == epoch
 
     def _get_step(self, workflow_id: str, step: int) -> Row | None:
         return self._db.retrying(
@@ -541,6 +576,15 @@ def _claimed(row: Row) -> Claimed:
                    dict(data["kwargs"]), row.get("source_offset"))
 
 
+def _shown(stored: Any) -> Any:
+    """Stored JSON revived for display; as stored if it names a model that is
+    gone, so that a workflow parked for that reason can still be inspected."""
+    try:
+        return revive(stored)
+    except SerializationError:
+        return stored
+
+
 def _status(row: Row) -> WorkflowStatus:
     source = None
     if row["source_group"] is not None:
@@ -548,7 +592,7 @@ def _status(row: Row) -> WorkflowStatus:
                         row["source_offset"], row["ordering_key"])
     return WorkflowStatus(
         workflow_id=row["workflow_id"], name=row["name"], status=Status(row["status"]),
-        input=revive(row["input"]), output=revive(row["output"]), error=row["error"],
+        input=_shown(row["input"]), output=_shown(row["output"]), error=row["error"],
         owner=row["owner"], epoch=row["epoch"], attempts=row["attempts"],
         created_at=row["created_at"], updated_at=row["updated_at"], source=source,
     )

@@ -8,6 +8,7 @@ workflow goes on (DESIGN.md §1.4, §4 step 6).
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import queue
 import threading
@@ -183,16 +184,16 @@ class Runner:
         self, ctx: WorkflowContext, status: Status, output: str | None, error: dict[str, str] | None
     ) -> Outcome:
         error_json = None if error is None else orjson.dumps(error).decode()
-        moved = ctx.engine._writer.complete(
+        moved = ctx.engine._writer_for(ctx.workflow_id).complete(
             ctx.workflow_id, ctx.epoch, status.value, output=output, error=error_json
         ).result()
         if moved:
             return Outcome(ctx.workflow_id, status, output, error)
-        # Not moved: already final (a retried commit that had landed, or a
-        # cancel), or fenced. What the database holds is the truth.
+        # Not moved. Final at our epoch (a retried commit that had landed, or a
+        # cancel): what the database holds is the outcome. Else we were fenced.
         st = ctx.engine.get_workflow(ctx.workflow_id)
-        if st.status.is_final:
-            out = None if st.output is None else orjson.dumps(st.output).decode()
+        if st.status.is_final and st.epoch == ctx.epoch:
+            out = None if st.output is None else dumps(st.output)
             return Outcome(ctx.workflow_id, st.status, out, st.error)
         return Outcome(ctx.workflow_id, None)
 
@@ -221,8 +222,16 @@ def call_step(spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
     finally:
         ctx.in_step = False
         _step.reset(step_token)
-    adopted = _checkpoint(ctx, number, spec.name, output, None, started)
-    return value if adopted is _WRITTEN else adopted
+    # Written behind the workflow: it goes on without waiting. The writer
+    # commits a workflow's writes in order, so nothing after this step (a
+    # transaction step, the completion) can be durable before this checkpoint
+    # is; a crash before it only re-runs this plain step, which is
+    # at-least-once by contract (DESIGN.md §1.4).
+    ctx.engine._writer_for(ctx.workflow_id).write_step(
+        ctx.workflow_id, ctx.epoch, number, spec.name, output=output, error=None,
+        started_at=started,
+    )
+    return value
 
 
 def call_transaction(
@@ -240,17 +249,23 @@ def call_transaction(
     if recorded is not None:
         return _replay(ctx, number, spec.name, recorded)
     started = datetime.now(UTC)
-    writer = ctx.engine._writer
+    writer = ctx.engine._writer_for(ctx.workflow_id)
     attempt = 0
+    # The function runs on the writer's thread, which does not inherit this
+    # thread's context: hand it this step's, so that current_workflow_id() and
+    # step_idempotency_key() work inside transaction steps too.
+    step_token = _step.set(number)
+    step_context = contextvars.copy_context()
+    _step.reset(step_token)
     while True:
-        step_token = _step.set(number)
+        ctx.in_step = True
         try:
             result = writer.run_transaction(
                 ctx.workflow_id, ctx.epoch, number, spec.name,
-                lambda conn: spec.fn(conn, *args, **kwargs), started,
+                lambda conn: step_context.run(spec.fn, conn, *args, **kwargs), started,
             ).result()
         finally:
-            _step.reset(step_token)
+            ctx.in_step = False
         if result.verdict is TxVerdict.COMMITTED:
             return result.value
         if result.verdict is TxVerdict.REFUSED:
@@ -272,9 +287,9 @@ def _checkpoint(
     ctx: WorkflowContext, number: int, name: str, output: str | None,
     error: dict[str, str] | None, started: datetime,
 ) -> Any:
-    """Write a step's checkpoint; if refused, adopt what the database holds."""
+    """Write a step's checkpoint and wait; if refused, adopt what the database holds."""
     error_json = None if error is None else orjson.dumps(error).decode()
-    written = ctx.engine._writer.write_step(
+    written = ctx.engine._writer_for(ctx.workflow_id).write_step(
         ctx.workflow_id, ctx.epoch, number, name, output=output, error=error_json,
         started_at=started,
     ).result()
@@ -287,9 +302,12 @@ def _checkpoint(
 
 
 def _adopt(ctx: WorkflowContext, number: int, name: str) -> Any:
-    """A checkpoint was refused. If the step is recorded (our own retried
-    commit that had landed), go on with the recorded result; otherwise this
-    executor lost the workflow."""
+    """A checkpoint was refused. If this run still holds the workflow and the
+    step is recorded, our own commit had landed before a retry: go on with the
+    record. Otherwise another executor took the workflow (or it was
+    cancelled): stop at once, running none of its steps again."""
+    if not ctx.engine._holds(ctx.workflow_id, ctx.epoch):
+        raise WorkflowFencedError(ctx.workflow_id, ctx.epoch)
     row = ctx.engine._get_step(ctx.workflow_id, number)
     if row is None:
         raise WorkflowFencedError(ctx.workflow_id, ctx.epoch)

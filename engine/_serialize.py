@@ -55,9 +55,15 @@ def _revive(value: Any) -> Any:
 
 def _load_model(path: str) -> type[BaseModel]:
     module_name, _, qualname = path.partition(":")
-    obj: Any = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise SerializationError(
+            f"stored data names the pydantic model {path}, which cannot be imported ({exc}); "
+            "keep the class importable under that name, or move it with an alias there"
+        ) from exc
     if not (isinstance(obj, type) and issubclass(obj, BaseModel)):
         raise SerializationError(f"{path} is not a pydantic model")
     return obj

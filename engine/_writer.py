@@ -78,12 +78,15 @@ class _CompleteJob(_Job):
 
 
 class CheckpointWriter:
-    def __init__(self, db: Database, queries: Queries, *, max_batch: int = 1000) -> None:
+    def __init__(
+        self, db: Database, queries: Queries, *, max_batch: int = 1000, index: int = 0
+    ) -> None:
         self._db = db
         self._q = queries
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._loop, name="onceflow-writer", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=f"onceflow-writer-{index}",
+                                        daemon=True)
         self._stopping = threading.Event()
         self._conn: psycopg.Connection[Any] | None = None
         self.batches = 0
@@ -211,42 +214,99 @@ class CheckpointWriter:
 
     def _write(self, batch: list[_Job]) -> list[Any]:
         conn = self._connection()
+        if any(isinstance(j, _TxJob) for j in batch):
+            try:
+                return self._write_optimistic(conn, batch)
+            except (_Retry, psycopg.Error):
+                if conn.broken:
+                    raise  # the server went away: wait it out (_write_until_done)
+                # Rolled back; now again, each transaction step isolated.
+        return self._write_isolated(conn, batch)
+
+    def _write_optimistic(self, conn: psycopg.Connection[Any], batch: list[_Job]) -> list[Any]:
+        """The fast path: every transaction step's SQL runs bare, and its
+        checkpoint joins the batch's one fenced INSERT. If any step raises or
+        any checkpoint is refused, the whole transaction rolls back and the
+        batch is written again by `_write_isolated`; users' transaction steps
+        hold only SQL, so running one twice inside rolled-back transactions
+        has no effect. This saves three round trips per transaction step
+        (savepoint, checkpoint, release) in the common case."""
         results: dict[int, Any] = {}
-        steps = [j for j in batch if isinstance(j, _StepJob)]
-        completes = [j for j in batch if isinstance(j, _CompleteJob)]
+        checkpoints: list[_StepJob] = []
+        # Pipeline mode: the users' statements are sent without waiting for
+        # each answer; the first fetch below waits once for all of them.
+        with conn.pipeline(), conn.transaction():
+            for job in batch:
+                if not isinstance(job, _TxJob):
+                    continue
+                assert job.fn is not None
+                try:
+                    value = job.fn(conn)
+                    output = dumps(value, what=f"the result of transaction step {job.name!r}")
+                except Exception as exc:
+                    if conn.broken:
+                        raise
+                    raise _Retry from exc
+                results[id(job)] = TxResult(TxVerdict.COMMITTED, value=value)
+                checkpoints.append(_StepJob(job.workflow_id, job.epoch, step=job.step,
+                                            name=job.name, output=output, started_at=job.started_at))
+            steps = checkpoints + [j for j in batch if isinstance(j, _StepJob)]
+            written = self._write_steps(conn, steps)
+            if any((c.workflow_id, c.step) not in written for c in checkpoints):
+                raise _Retry
+            self._record_steps(results, batch, written)
+            self._complete(conn, results, batch)
+        return [results[id(job)] for job in batch]
+
+    def _write_isolated(self, conn: psycopg.Connection[Any], batch: list[_Job]) -> list[Any]:
+        results: dict[int, Any] = {}
         with conn.transaction():
             for job in batch:
                 if isinstance(job, _TxJob):
                     results[id(job)] = self._transaction_step(conn, job)
-            if steps:
-                written = {
-                    (wid, step)
-                    for wid, step in conn.execute(self._q["write_steps"], {
-                        "workflow_id": [j.workflow_id for j in steps],
-                        "step": [j.step for j in steps],
-                        "name": [j.name for j in steps],
-                        "output": [j.output for j in steps],
-                        "error": [j.error for j in steps],
-                        "started_at": [j.started_at for j in steps],
-                        "epoch": [j.epoch for j in steps],
-                    }).fetchall()
-                }
-                for s in steps:
-                    results[id(s)] = (s.workflow_id, s.step) in written
-            if completes:
-                done = {
-                    row[0]
-                    for row in conn.execute(self._q["complete_workflows"], {
-                        "workflow_id": [j.workflow_id for j in completes],
-                        "epoch": [j.epoch for j in completes],
-                        "status": [j.status for j in completes],
-                        "output": [j.output for j in completes],
-                        "error": [j.error for j in completes],
-                    }).fetchall()
-                }
-                for c in completes:
-                    results[id(c)] = c.workflow_id in done
+            steps = [j for j in batch if isinstance(j, _StepJob)]
+            self._record_steps(results, batch, self._write_steps(conn, steps))
+            self._complete(conn, results, batch)
         return [results[id(job)] for job in batch]
+
+    def _write_steps(self, conn: psycopg.Connection[Any], steps: list[_StepJob]) -> set[tuple[str, int]]:
+        if not steps:
+            return set()
+        rows = conn.execute(self._q["write_steps"], {
+            "workflow_id": [j.workflow_id for j in steps],
+            "step": [j.step for j in steps],
+            "name": [j.name for j in steps],
+            "output": [j.output for j in steps],
+            "error": [j.error for j in steps],
+            "started_at": [j.started_at for j in steps],
+            "epoch": [j.epoch for j in steps],
+        }).fetchall()
+        return {(wid, step) for wid, step in rows}
+
+    @staticmethod
+    def _record_steps(
+        results: dict[int, Any], batch: list[_Job], written: set[tuple[str, int]]
+    ) -> None:
+        for job in batch:
+            if isinstance(job, _StepJob):
+                results[id(job)] = (job.workflow_id, job.step) in written
+
+    def _complete(self, conn: psycopg.Connection[Any], results: dict[int, Any], batch: list[_Job]) -> None:
+        completes = [j for j in batch if isinstance(j, _CompleteJob)]
+        if not completes:
+            return
+        done = {
+            row[0]
+            for row in conn.execute(self._q["complete_workflows"], {
+                "workflow_id": [j.workflow_id for j in completes],
+                "epoch": [j.epoch for j in completes],
+                "status": [j.status for j in completes],
+                "output": [j.output for j in completes],
+                "error": [j.error for j in completes],
+            }).fetchall()
+        }
+        for c in completes:
+            results[id(c)] = c.workflow_id in done
 
     def _transaction_step(self, conn: psycopg.Connection[Any], job: _TxJob) -> TxResult:
         assert job.fn is not None
@@ -264,9 +324,10 @@ class CheckpointWriter:
                     raise _Refused
         except _Refused:
             return TxResult(TxVerdict.REFUSED)
-        except RETRYABLE:
-            raise
         except Exception as exc:
+            # Only a lost connection is an outage (the whole batch waits and
+            # retries); any other error, even a driver "OperationalError" such as
+            # a lock or statement timeout, is this step's own failure.
             if conn.closed or conn.broken:
                 raise
             return TxResult(TxVerdict.FAILED, error=exc)
@@ -275,3 +336,7 @@ class CheckpointWriter:
 
 class _Refused(Exception):
     """Unwinds a transaction step's savepoint when its checkpoint is refused."""
+
+
+class _Retry(Exception):
+    """Unwinds the optimistic write of a batch: write it again step by step."""

@@ -53,10 +53,11 @@ WHERE w.workflow_id = claimable.workflow_id
 RETURNING w.workflow_id, w.name, w.input, w.epoch, w.source_offset;
 
 -- name: claim_orphans
--- Recovery: PENDING workflows of dead executors, or released ones, and
--- (on launch only: reclaim_own) those left by an earlier run under our ID. Workflows
--- fed by a source are left to the integration that owns the source, which
--- claims them in source order (DESIGN.md §5, §6).
+-- Recovery: PENDING workflows of dead executors, or released ones (launch
+-- releases those an earlier run under our ID left). Only workflows this
+-- executor can run (names): one it cannot run would be stuck under a live
+-- owner. Workflows fed by a source are left to the integration that owns the
+-- source, which claims them in source order (DESIGN.md §5, §6).
 UPDATE {schema}.workflows w
 SET owner = %(owner)s, epoch = w.epoch + 1, attempts = w.attempts + 1, updated_at = now()
 FROM (
@@ -65,7 +66,8 @@ FROM (
     LEFT JOIN {schema}.executors e ON e.executor_id = c.owner
     WHERE c.status = 'PENDING'
       AND c.source_group IS NULL
-      AND (c.owner IS NULL OR (c.owner = %(owner)s AND %(reclaim_own)s) OR e.executor_id IS NULL
+      AND c.name = ANY(%(names)s::text[])
+      AND (c.owner IS NULL OR e.executor_id IS NULL
            OR e.heartbeat_at <= now() - make_interval(secs => %(lease)s))
     ORDER BY c.created_at
     LIMIT %(limit)s
