@@ -90,7 +90,9 @@ class KafkaApp:
         if not group:
             raise ConfigurationError("subscribe() needs a group")
         if ordering not in ORDERINGS:
-            raise ConfigurationError(f"ordering must be one of {', '.join(ORDERINGS)}, not {ordering!r}")
+            raise ConfigurationError(
+                f"ordering must be one of {', '.join(ORDERINGS)}, not {ordering!r}"
+            )
         if max_in_flight < 1:
             raise ConfigurationError(f"max_in_flight must be at least 1, got {max_in_flight}")
         if model is not None and not (isinstance(model, type) and issubclass(model, BaseModel)):
@@ -109,8 +111,13 @@ class KafkaApp:
         def register(handler: H) -> H:
             wf_name = name or f"kafka:{group}:{handler.__module__}.{handler.__qualname__}"
             sub = Subscription(
-                handler=handler, name=wf_name, topics=tuple(topics), group=group, model=model,
-                ordering=ordering, max_in_flight=max_in_flight,
+                handler=handler,
+                name=wf_name,
+                topics=tuple(topics),
+                group=group,
+                model=model,
+                ordering=ordering,
+                max_in_flight=max_in_flight,
                 max_buffered=max_buffered or max(1000, 4 * max_in_flight),
                 consumer_config=extra,
             )
@@ -132,7 +139,9 @@ class KafkaApp:
     def start(self) -> None:
         """Launch the engine and the group consumers in background threads."""
         if not self._subs:
-            raise ConfigurationError("no subscriptions: decorate a handler with @app.subscribe(...)")
+            raise ConfigurationError(
+                "no subscriptions: decorate a handler with @app.subscribe(...)"
+            )
         conf = self.kafka.librdkafka()
         topics = sorted({t for s in self._subs for t in s.topics})
         describe_topics(conf, topics)  # an unknown topic is an error now, not a silent wait
@@ -141,11 +150,18 @@ class KafkaApp:
         for sub in self._subs:
             by_group.setdefault(sub.group, []).append(sub)
         for group, subs in by_group.items():
-            gc = GroupConsumer(self.engine, group, subs, conf, batch_size=self.batch_size,
-                               revoke_timeout=self.stop_timeout)
+            gc = GroupConsumer(
+                self.engine,
+                group,
+                subs,
+                conf,
+                batch_size=self.batch_size,
+                revoke_timeout=self.stop_timeout,
+            )
             self._groups[group] = gc
-            t = threading.Thread(target=self._run_group, args=(gc,), name=f"onceflow-group-{group}",
-                                 daemon=True)
+            t = threading.Thread(
+                target=self._run_group, args=(gc,), name=f"onceflow-group-{group}", daemon=True
+            )
             self._threads.append(t)
             t.start()
 
@@ -193,6 +209,3 @@ class KafkaApp:
 
     def __repr__(self) -> str:
         return f"<KafkaApp {len(self._subs)} subscriptions>"
-
-
-

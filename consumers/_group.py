@@ -8,10 +8,10 @@ batch, which finds its rows already there.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,7 +78,8 @@ class GroupConsumer:
         self.stats = GroupStats()
         self._scheds: dict[str, Scheduler[Item]] = {
             t: Scheduler(s.ordering, max_in_flight=s.max_in_flight, max_buffered=s.max_buffered)
-            for s in subscriptions for t in s.topics
+            for s in subscriptions
+            for t in s.topics
         }
         # Schedulers are shared by topics of one subscription.
         by_sub: dict[int, Scheduler[Item]] = {}
@@ -113,7 +114,9 @@ class GroupConsumer:
         self._consumer = consumer
         consumer.subscribe(
             sorted(self.routes),
-            on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost,
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
         )
         log.info("group %s subscribed to %s", self.group, ", ".join(sorted(self.routes)))
         try:
@@ -145,30 +148,8 @@ class GroupConsumer:
     # -- ingestion: decode, record, store offsets, schedule -------------------
 
     def _ingest(self, records: list[Message]) -> None:
-        items: list[NewWorkflow] = []
-        for msg in records:
-            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-            sub = self.routes[topic]
-            wid = workflow_id(self.group, topic, self._topic_ids[topic], partition, offset)
-            ts_type, ts = msg.timestamp()
-            env = Envelope(topic, partition, offset, msg.key(), msg.value(),
-                           ts if ts_type else None, _headers(msg.headers()))
-            failure = None
-            try:
-                sub.decode(env, wid)
-            except BadRecord as exc:
-                # Parked as a failed workflow with its raw bytes: not dropped,
-                # and the partition goes on (DESIGN.md §4 step 2).
-                failure = {"type": "BadRecord", "message": str(exc),
-                           "detail": orjson.dumps(exc.detail, default=str).decode()}
-                self.stats.bad_records += 1
-            key = msg.key()
-            items.append(NewWorkflow(
-                wid, sub.name, (env.to_json(),),
-                source=Source(self.group, topic, partition, offset,
-                              None if key is None else key.decode("utf-8", "backslashreplace")),
-                failure=failure,
-            ))
+        envelopes = [_envelope(msg) for msg in records]
+        items = [self._workflow_for(env) for env in envelopes]
         self.stats.consumed += len(records)
         _faults.reached("before_record")
         with self._lock:
@@ -176,11 +157,11 @@ class GroupConsumer:
         recorded = self._record(items, held)
         _faults.reached("after_record")
         # Only now, with the batch durable in Postgres, may Kafka move on.
-        self._store_offsets(records)
+        self._store_offsets(envelopes)
         release: list[str] = []
         with self._lock:
-            for msg, rec in zip(records, recorded, strict=True):
-                tp = (msg.topic(), msg.partition())
+            for env, rec in zip(envelopes, recorded, strict=True):
+                tp = (env.topic, env.partition)
                 if tp not in self._assigned:  # revoked while we were recording
                     if rec.claimed is not None:
                         release.append(rec.workflow_id)
@@ -196,9 +177,30 @@ class GroupConsumer:
                     item = None
                 else:
                     continue
-                self._scheds[tp[0]].add(tp, msg.key(), msg.offset(), rec.workflow_id, item)
+                self._scheds[env.topic].add(tp, env.key, env.offset, rec.workflow_id, item)
         self.engine.release(release)
         self._dispatch()
+
+    def _workflow_for(self, env: Envelope) -> NewWorkflow:
+        sub = self.routes[env.topic]
+        wid = workflow_id(
+            self.group, env.topic, self._topic_ids[env.topic], env.partition, env.offset
+        )
+        failure = None
+        try:
+            sub.decode(env, wid)
+        except BadRecord as exc:
+            # Parked as a failed workflow with its raw bytes: not dropped,
+            # and the partition goes on (DESIGN.md §4 step 2).
+            failure = {
+                "type": "BadRecord",
+                "message": str(exc),
+                "detail": orjson.dumps(exc.detail, default=str).decode(),
+            }
+            self.stats.bad_records += 1
+        key = None if env.key is None else env.key.decode("utf-8", "backslashreplace")
+        source = Source(self.group, env.topic, env.partition, env.offset, key)
+        return NewWorkflow(wid, sub.name, (env.to_json(),), source=source, failure=failure)
 
     def _record(self, items: list[NewWorkflow], held: set[str]) -> list[Any]:
         delay = 0.1
@@ -208,19 +210,26 @@ class GroupConsumer:
             except DatabaseUnavailableError as exc:
                 # No offset is stored while Postgres is away; the batch waits
                 # here and Kafka keeps the records (DESIGN.md §7).
-                log.warning("group %s: cannot record %d records, retrying in %.1fs: %s",
-                            self.group, len(items), delay, exc)
+                log.warning(
+                    "group %s: cannot record %d records, retrying in %.1fs: %s",
+                    self.group,
+                    len(items),
+                    delay,
+                    exc,
+                )
                 time.sleep(delay)
                 delay = min(5.0, delay * 2)
 
-    def _store_offsets(self, records: list[Message]) -> None:
+    def _store_offsets(self, envelopes: list[Envelope]) -> None:
         top: dict[TP, int] = {}
-        for msg in records:
-            tp = (msg.topic(), msg.partition())
-            top[tp] = max(top.get(tp, -1), msg.offset())
-        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in top.items() if (t, p) in self._assigned]
-        for (t, p), o in top.items():
-            self.positions[(t, p)] = o + 1
+        for env in envelopes:
+            tp = (env.topic, env.partition)
+            top[tp] = max(top.get(tp, -1), env.offset)
+        offsets = [
+            TopicPartition(t, p, o + 1) for (t, p), o in top.items() if (t, p) in self._assigned
+        ]
+        for tp, o in top.items():
+            self.positions[tp] = o + 1
         if offsets and self._consumer is not None:
             try:
                 self._consumer.store_offsets(offsets=offsets)
@@ -257,7 +266,11 @@ class GroupConsumer:
         handle = self.engine.run(claimed, fresh=fresh)
         with self._lock:
             self._handles[entry.workflow_id] = handle
-        handle.add_done_callback(lambda h, status, e=entry: self._finished(e, status))
+
+        def finished(_: WorkflowHandle[Any], status: Status | None) -> None:
+            self._finished(entry, status)
+
+        handle.add_done_callback(finished)
 
     def _finished(self, entry: Entry[Item], status: Status | None) -> None:
         with self._lock:
@@ -301,7 +314,8 @@ class GroupConsumer:
                 held = set(self._handles) | self._foreign
             try:
                 claimed, busy = self.engine.claim_source(
-                    Source(self.group, tp[0], tp[1], 0), holding=held)
+                    Source(self.group, tp[0], tp[1], 0), holding=held
+                )
             except DatabaseUnavailableError as exc:
                 log.warning("group %s: hand-over check failed: %s", self.group, exc)
                 return
@@ -318,8 +332,13 @@ class GroupConsumer:
                 if tp not in self._full:
                     consumer.resume([TopicPartition(*tp)])
             else:
-                log.info("group %s: %s-%d waits for %d workflows held by a live executor",
-                         self.group, tp[0], tp[1], busy)
+                log.info(
+                    "group %s: %s-%d waits for %d workflows held by a live executor",
+                    self.group,
+                    tp[0],
+                    tp[1],
+                    busy,
+                )
         self._dispatch()
 
     def _check_foreign(self) -> None:
@@ -413,17 +432,18 @@ class GroupConsumer:
         try:
             self.engine.release(waiting + unfinished)
         except DatabaseUnavailableError as exc:
-            log.warning("group %s: could not hand work back (it will be claimed after the lease): %s",
-                        self.group, exc)
+            log.warning(
+                "group %s: could not hand work back (it will be claimed after the lease): %s",
+                self.group,
+                exc,
+            )
 
     def _close(self, consumer: Consumer) -> None:
         with self._lock:
             tps = set(self._assigned)
         self._let_go(tps, wait=self.revoke_timeout)
-        try:
+        with contextlib.suppress(KafkaException):
             consumer.commit(asynchronous=False)
-        except KafkaException:
-            pass
         consumer.close()
         log.info("group %s stopped", self.group)
 
@@ -435,11 +455,27 @@ class GroupConsumer:
 
     def buffered(self) -> int:
         with self._lock:
-            return sum(s.total_buffered() for s in {id(s): s for s in self._scheds.values()}.values())
+            return sum(
+                s.total_buffered() for s in {id(s): s for s in self._scheds.values()}.values()
+            )
 
 
-def _headers(raw: Iterable[tuple[str, bytes | None]] | None) -> tuple[tuple[str, bytes | None], ...]:
-    return tuple(raw or ())
+def _envelope(msg: Message) -> Envelope:
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    assert topic is not None and partition is not None and offset is not None
+    ts_type, ts = msg.timestamp()
+    headers = msg.headers() or []
+    if isinstance(headers, dict):
+        headers = list(headers.items())
+    return Envelope(
+        topic,
+        partition,
+        offset,
+        msg.key(),
+        msg.value(),
+        ts if ts_type else None,
+        tuple((k, v.encode() if isinstance(v, str) else v) for k, v in headers),
+    )
 
 
 def _names(tps: set[TP]) -> str:

@@ -19,7 +19,9 @@ class UnknownTopicError(ConfigurationError):
         self.topic = topic
 
 
-def describe_topics(conf: dict[str, Any], topics: list[str], timeout: float = 15.0) -> dict[str, tuple[str, int]]:
+def describe_topics(
+    conf: dict[str, Any], topics: list[str], timeout: float = 15.0
+) -> dict[str, tuple[str, int]]:
     """(topic ID, partition count) for each topic; UnknownTopicError if one is missing."""
     admin = AdminClient({k: v for k, v in conf.items() if not k.startswith("on_")})
     futures = admin.describe_topics(TopicCollection(topics), request_timeout=timeout)

@@ -18,7 +18,9 @@ def load_app(spec: str) -> KafkaApp:
     """Import `module:attribute` and return the KafkaApp it names."""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
-        raise OnceflowError(f"expected MODULE:APP (for example examples.orders.app:app), got {spec!r}")
+        raise OnceflowError(
+            f"expected MODULE:APP (for example examples.orders.app:app), got {spec!r}"
+        )
     sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
@@ -39,7 +41,12 @@ def _run(args: argparse.Namespace) -> int:
     for sub in app.subscriptions:
         logging.getLogger("onceflow").info(
             "subscription %s: topics %s, group %s, ordering %s, max_in_flight %d",
-            sub.name, ",".join(sub.topics), sub.group, sub.ordering, sub.max_in_flight)
+            sub.name,
+            ",".join(sub.topics),
+            sub.group,
+            sub.ordering,
+            sub.max_in_flight,
+        )
     app.run(progress_every=args.progress_every)
     return 0
 
@@ -60,12 +67,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the consumer service of a KafkaApp")
     run.add_argument("app", help="MODULE:APP, the KafkaApp to run")
-    run.add_argument("--no-migrate", action="store_true",
-                     help="refuse to start on an unmigrated schema instead of migrating it")
-    run.add_argument("--stop-timeout", type=float, default=None,
-                     help="seconds running workflows get on SIGTERM (default 10)")
-    run.add_argument("--progress-every", type=float, default=10.0,
-                     help="seconds between progress lines (0: none)")
+    run.add_argument(
+        "--no-migrate",
+        action="store_true",
+        help="refuse to start on an unmigrated schema instead of migrating it",
+    )
+    run.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=None,
+        help="seconds running workflows get on SIGTERM (default 10)",
+    )
+    run.add_argument(
+        "--progress-every",
+        type=float,
+        default=10.0,
+        help="seconds between progress lines (0: none)",
+    )
     run.set_defaults(func=_run)
 
     mig = sub.add_parser("migrate", help="apply pending schema migrations")

@@ -33,7 +33,9 @@ class EngineSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ONCEFLOW_", frozen=True, extra="forbid")
 
     database_url: SecretStr | None = None
-    schema_name: str = Field(default="onceflow", alias="ONCEFLOW_SCHEMA", pattern=r"^[a-z_][a-z0-9_]*$")
+    schema_name: str = Field(
+        default="onceflow", alias="ONCEFLOW_SCHEMA", pattern=r"^[a-z_][a-z0-9_]*$"
+    )
     workers: int = Field(default=64, ge=1, le=4096)
     lease: float = Field(default=10.0, gt=0)
     heartbeat: float = Field(default=1.0, gt=0)

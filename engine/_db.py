@@ -120,7 +120,7 @@ class Database:
     def connect(self, *, autocommit: bool = True, dict_rows: bool = True) -> Connection:
         """A connection outside the pool (writers, heartbeats, migrations)."""
         try:
-            conn: Connection = psycopg.connect(  # type: ignore[assignment]
+            conn: Connection = psycopg.connect(
                 self.url,
                 row_factory=dict_row if dict_rows else tuple_row,  # type: ignore[arg-type]
                 autocommit=autocommit,

@@ -144,8 +144,13 @@ class Engine:
         migrate: bool = True,
     ) -> None:
         self.settings = build_settings(
-            database_url=database_url, schema_name=schema, workers=workers, lease=lease,
-            heartbeat=heartbeat, executor_id=executor_id, writers=writers,
+            database_url=database_url,
+            schema_name=schema,
+            workers=workers,
+            lease=lease,
+            heartbeat=heartbeat,
+            executor_id=executor_id,
+            writers=writers,
         )
         self.executor_id = self.settings.executor_id
         self._migrate = migrate
@@ -231,7 +236,7 @@ class Engine:
             def run(*args: P.args, **kwargs: P.kwargs) -> R:
                 return call_transaction(self, spec, args, kwargs)  # type: ignore[no-any-return]
 
-            return run  # type: ignore[return-value]
+            return run
 
         return decorate
 
@@ -272,8 +277,10 @@ class Engine:
             return
         self._closed = True
         if not self._runner.wait_idle(timeout):
-            log.warning("%d workflows still running at shutdown; releasing them",
-                        self._runner.active_count())
+            log.warning(
+                "%d workflows still running at shutdown; releasing them",
+                self._runner.active_count(),
+            )
         self._stop.set()
         if self._heartbeat_thread is not None:
             self._heartbeat_thread.join(5)
@@ -283,7 +290,9 @@ class Engine:
             self._db.execute(self._q["release_all_owned"], {"owner": self.executor_id})
             self._db.execute(self._q["remove_executor"], {"executor_id": self.executor_id})
         except OnceflowError as exc:
-            log.warning("could not release work at shutdown (it will be claimed after the lease): %s", exc)
+            log.warning(
+                "could not release work at shutdown (it will be claimed after the lease): %s", exc
+            )
         self._runner.stop()
         self._db.close()
 
@@ -299,9 +308,14 @@ class Engine:
             raise OnceflowError("the engine is not running: call launch() first")
 
     def _beat(self) -> None:
-        self._db.execute(self._q["heartbeat"], {
-            "executor_id": self.executor_id, "hostname": socket.gethostname(), "pid": os.getpid(),
-        })
+        self._db.execute(
+            self._q["heartbeat"],
+            {
+                "executor_id": self.executor_id,
+                "hostname": socket.gethostname(),
+                "pid": os.getpid(),
+            },
+        )
 
     def _heartbeat_loop(self) -> None:
         recover_every = max(self.settings.heartbeat, self.settings.lease / 2)
@@ -326,10 +340,15 @@ class Engine:
         room = max(0, 2 * self.settings.workers - self._runner.active_count())
         if room == 0:
             return 0
-        rows = self._db.fetch_all(self._q["claim_orphans"], {
-            "owner": self.executor_id, "lease": self.settings.lease, "limit": room,
-            "names": self._registry.names(),
-        })
+        rows = self._db.fetch_all(
+            self._q["claim_orphans"],
+            {
+                "owner": self.executor_id,
+                "lease": self.settings.lease,
+                "limit": room,
+                "names": self._registry.names(),
+            },
+        )
         for row in rows:
             self._run_row(row)
         if rows:
@@ -338,9 +357,7 @@ class Engine:
 
     # -- starting and inspecting ----------------------------------------------
 
-    def start(
-        self, wf: Workflow[P, R], *args: P.args, **kwargs: P.kwargs
-    ) -> WorkflowHandle[R]:
+    def start(self, wf: Workflow[P, R], *args: P.args, **kwargs: P.kwargs) -> WorkflowHandle[R]:
         """Start `wf` durably; returns at once. Pass `workflow_id=` (a keyword
         taken by the engine) to make the start idempotent: starting an ID that
         exists returns a handle to the workflow already there."""
@@ -351,10 +368,15 @@ class Engine:
         if not isinstance(wf, Workflow) or wf.engine is not self:
             raise OnceflowError(f"{wf!r} is not a workflow registered on this engine")
         payload = dumps({"args": list(args), "kwargs": kwargs}, what=f"the input of {wf.name!r}")
-        row = self._db.fetch_one(self._q["insert_workflow"], {
-            "workflow_id": workflow_id, "name": wf.name, "input": payload,
-            "owner": self.executor_id,
-        })
+        row = self._db.fetch_one(
+            self._q["insert_workflow"],
+            {
+                "workflow_id": workflow_id,
+                "name": wf.name,
+                "input": payload,
+                "owner": self.executor_id,
+            },
+        )
         if row is not None:
             claimed = Claimed(workflow_id, wf.name, row["epoch"], tuple(args), dict(kwargs))
             return WorkflowHandle(self, workflow_id, self._runner.submit(claimed, fresh=True))
@@ -376,14 +398,22 @@ class Engine:
         self, *, status: Status | str | None = None, name: str | None = None, limit: int = 100
     ) -> list[WorkflowStatus]:
         st = None if status is None else Status(status).value
-        rows = self._db.fetch_all(self._q["list_workflows"], {"status": st, "name": name, "limit": limit})
+        rows = self._db.fetch_all(
+            self._q["list_workflows"], {"status": st, "name": name, "limit": limit}
+        )
         return [_status(r) for r in rows]
 
     def get_steps(self, workflow_id: str) -> list[StepRecord]:
         rows = self._db.fetch_all(self._q["load_steps"], {"workflow_id": workflow_id})
         return [
-            StepRecord(r["step"], r["name"], _shown(r["output"]), r["error"], r["started_at"],
-                       r["finished_at"])
+            StepRecord(
+                r["step"],
+                r["name"],
+                _shown(r["output"]),
+                r["error"],
+                r["started_at"],
+                r["finished_at"],
+            )
             for r in rows
         ]
 
@@ -391,7 +421,9 @@ class Engine:
         """Cancel a PENDING workflow; a run in progress is fenced off at its next
         checkpoint. Returns False if it had already ended."""
         self.get_workflow(workflow_id)
-        return self._db.fetch_one(self._q["cancel_workflow"], {"workflow_id": workflow_id}) is not None
+        return (
+            self._db.fetch_one(self._q["cancel_workflow"], {"workflow_id": workflow_id}) is not None
+        )
 
     def resume(self, workflow_id: str) -> WorkflowHandle[Any]:
         """Run a workflow again under the same ID, after a fix: steps that
@@ -399,9 +431,13 @@ class Engine:
         after it run again. A SUCCESS workflow is left as it is."""
         self._require_launched()
         with self._db.connection() as conn, conn.transaction():
-            row = conn.execute(self._q["reopen_workflow"], {
-                "workflow_id": workflow_id, "owner": self.executor_id,
-            }).fetchone()
+            row = conn.execute(
+                self._q["reopen_workflow"],
+                {
+                    "workflow_id": workflow_id,
+                    "owner": self.executor_id,
+                },
+            ).fetchone()
             if row is not None:
                 conn.execute(self._q["forget_failed_steps"], {"workflow_id": workflow_id})
         if row is None:
@@ -434,26 +470,52 @@ class Engine:
                 if item.failure is not None:  # recorded straight into ERROR: nothing to run
                     outcome[item.workflow_id] = Recorded(item.workflow_id, Disposition.NEW)
                 else:
-                    claimed = Claimed(item.workflow_id, item.name, 1, item.args, item.kwargs,
-                                      item.source.offset if item.source else None)
-                    outcome[item.workflow_id] = Recorded(item.workflow_id, Disposition.NEW, claimed, fresh=True)
+                    claimed = Claimed(
+                        item.workflow_id,
+                        item.name,
+                        1,
+                        item.args,
+                        item.kwargs,
+                        item.source.offset if item.source else None,
+                    )
+                    outcome[item.workflow_id] = Recorded(
+                        item.workflow_id, Disposition.NEW, claimed, fresh=True
+                    )
         existing = [i.workflow_id for i in batch if i.workflow_id not in inserted]
         if existing:
             outcome.update(self.inspect(existing, holding=holding))
         return [outcome[i.workflow_id] for i in batch]
 
     def _insert_batch(self, batch: Sequence[NewWorkflow]) -> set[str]:
-        cols: dict[str, list[Any]] = {k: [] for k in (
-            "workflow_id", "name", "input", "status", "error", "source_group", "source_topic",
-            "source_partition", "source_offset", "ordering_key")}
+        cols: dict[str, list[Any]] = {
+            k: []
+            for k in (
+                "workflow_id",
+                "name",
+                "input",
+                "status",
+                "error",
+                "source_group",
+                "source_topic",
+                "source_partition",
+                "source_offset",
+                "ordering_key",
+            )
+        }
         for item in batch:
             src = item.source
             cols["workflow_id"].append(item.workflow_id)
             cols["name"].append(item.name)
-            cols["input"].append(dumps({"args": list(item.args), "kwargs": item.kwargs},
-                                       what=f"the input of {item.name!r}"))
+            cols["input"].append(
+                dumps(
+                    {"args": list(item.args), "kwargs": item.kwargs},
+                    what=f"the input of {item.name!r}",
+                )
+            )
             cols["status"].append("PENDING" if item.failure is None else "ERROR")
-            cols["error"].append(None if item.failure is None else orjson.dumps(item.failure).decode())
+            cols["error"].append(
+                None if item.failure is None else orjson.dumps(item.failure).decode()
+            )
             cols["source_group"].append(src.group if src else None)
             cols["source_topic"].append(src.topic if src else None)
             cols["source_partition"].append(src.partition if src else None)
@@ -467,22 +529,31 @@ class Engine:
     ) -> dict[str, Recorded]:
         """Sort existing workflows: FINISHED, BUSY (a live executor, or this
         one, holds it) or CLAIMED now by this executor (its owner is gone)."""
-        rows = self._db.fetch_all(self._q["inspect_existing"], {
-            "workflow_ids": list(workflow_ids), "lease": self.settings.lease,
-        })
+        rows = self._db.fetch_all(
+            self._q["inspect_existing"],
+            {
+                "workflow_ids": list(workflow_ids),
+                "lease": self.settings.lease,
+            },
+        )
         result: dict[str, Recorded] = {}
         to_claim: list[str] = []
         for r in rows:
             wid = r["workflow_id"]
             if r["status"] != Status.PENDING:
                 result[wid] = Recorded(wid, Disposition.FINISHED)
-            elif (wid in holding or self._runner.is_active(wid)
-                  or (r["owner_alive"] and r["owner"] != self.executor_id)):
+            elif (
+                wid in holding
+                or self._runner.is_active(wid)
+                or (r["owner_alive"] and r["owner"] != self.executor_id)
+            ):
                 result[wid] = Recorded(wid, Disposition.BUSY)
             else:
                 to_claim.append(wid)
         for claimed in self._claim(to_claim):
-            result[claimed.workflow_id] = Recorded(claimed.workflow_id, Disposition.CLAIMED, claimed)
+            result[claimed.workflow_id] = Recorded(
+                claimed.workflow_id, Disposition.CLAIMED, claimed
+            )
         for wid in workflow_ids:
             result.setdefault(wid, Recorded(wid, Disposition.BUSY))
         return result
@@ -490,9 +561,14 @@ class Engine:
     def _claim(self, workflow_ids: list[str]) -> list[Claimed]:
         if not workflow_ids:
             return []
-        rows = self._db.fetch_all(self._q["claim_workflows"], {
-            "workflow_ids": workflow_ids, "owner": self.executor_id, "lease": self.settings.lease,
-        })
+        rows = self._db.fetch_all(
+            self._q["claim_workflows"],
+            {
+                "workflow_ids": workflow_ids,
+                "owner": self.executor_id,
+                "lease": self.settings.lease,
+            },
+        )
         return sorted((_claimed(r) for r in rows), key=lambda c: c.source_offset or 0)
 
     def claim_source(
@@ -502,14 +578,26 @@ class Engine:
         partition) that have no live owner, oldest first. Returns them and the
         number still held by live executors, which the caller should wait for
         to keep source order (DESIGN.md §5, on assign)."""
-        rows = self._db.fetch_all(self._q["pending_for_source"], {
-            "group": source.group, "topic": source.topic, "partition": source.partition,
-            "lease": self.settings.lease,
-        })
-        mine_running = {r["workflow_id"] for r in rows
-                        if r["workflow_id"] in holding or self._runner.is_active(r["workflow_id"])}
-        claimable = [r["workflow_id"] for r in rows if r["workflow_id"] not in mine_running
-                     and (not r["owner_alive"] or r["owner"] in (None, self.executor_id))]
+        rows = self._db.fetch_all(
+            self._q["pending_for_source"],
+            {
+                "group": source.group,
+                "topic": source.topic,
+                "partition": source.partition,
+                "lease": self.settings.lease,
+            },
+        )
+        mine_running = {
+            r["workflow_id"]
+            for r in rows
+            if r["workflow_id"] in holding or self._runner.is_active(r["workflow_id"])
+        }
+        claimable = [
+            r["workflow_id"]
+            for r in rows
+            if r["workflow_id"] not in mine_running
+            and (not r["owner_alive"] or r["owner"] in (None, self.executor_id))
+        ]
         busy = sum(1 for r in rows if r["owner_alive"] and r["owner"] != self.executor_id)
         return self._claim(claimable), busy
 
@@ -517,9 +605,13 @@ class Engine:
         """Hand PENDING workflows back (owner cleared, epoch bumped) so that any
         executor may claim them now; a run still going here is fenced off."""
         if workflow_ids:
-            self._db.execute(self._q["release_workflows"], {
-                "workflow_ids": list(workflow_ids), "owner": self.executor_id,
-            })
+            self._db.execute(
+                self._q["release_workflows"],
+                {
+                    "workflow_ids": list(workflow_ids),
+                    "owner": self.executor_id,
+                },
+            )
 
     def run(self, claimed: Claimed, *, fresh: bool = False) -> WorkflowHandle[Any]:
         """Run a workflow this executor owns (from `record` or `claim_source`)."""
@@ -539,12 +631,20 @@ class Engine:
             # Claimed, but its input cannot be decoded here: park it in ERROR
             # (resume() redrives it once fixed) rather than hold it forever.
             log.error("workflow %s: %s", row["workflow_id"], exc)
-            self._writer_for(row["workflow_id"]).complete(row["workflow_id"], row["epoch"], Status.ERROR.value,
-                                  output=None, error=orjson.dumps(error_record(exc)).decode())
+            self._writer_for(row["workflow_id"]).complete(
+                row["workflow_id"],
+                row["epoch"],
+                Status.ERROR.value,
+                output=None,
+                error=orjson.dumps(error_record(exc)).decode(),
+            )
             return
         if not self._registry.knows(claimed.name):
-            log.error("workflow %s: no workflow named %r is registered here; leaving it",
-                      claimed.workflow_id, claimed.name)
+            log.error(
+                "workflow %s: no workflow named %r is registered here; leaving it",
+                claimed.workflow_id,
+                claimed.name,
+            )
             return
         self._runner.submit(claimed)
 
@@ -565,15 +665,23 @@ class Engine:
 
     def _get_step(self, workflow_id: str, step: int) -> Row | None:
         return self._db.retrying(
-            lambda: self._db.fetch_one(self._q["get_step"], {"workflow_id": workflow_id, "step": step}),
+            lambda: self._db.fetch_one(
+                self._q["get_step"], {"workflow_id": workflow_id, "step": step}
+            ),
             what="reading a step",
         )
 
 
 def _claimed(row: Row) -> Claimed:
     data = revive(row["input"])
-    return Claimed(row["workflow_id"], row["name"], row["epoch"], tuple(data["args"]),
-                   dict(data["kwargs"]), row.get("source_offset"))
+    return Claimed(
+        row["workflow_id"],
+        row["name"],
+        row["epoch"],
+        tuple(data["args"]),
+        dict(data["kwargs"]),
+        row.get("source_offset"),
+    )
 
 
 def _shown(stored: Any) -> Any:
@@ -588,11 +696,24 @@ def _shown(stored: Any) -> Any:
 def _status(row: Row) -> WorkflowStatus:
     source = None
     if row["source_group"] is not None:
-        source = Source(row["source_group"], row["source_topic"], row["source_partition"],
-                        row["source_offset"], row["ordering_key"])
+        source = Source(
+            row["source_group"],
+            row["source_topic"],
+            row["source_partition"],
+            row["source_offset"],
+            row["ordering_key"],
+        )
     return WorkflowStatus(
-        workflow_id=row["workflow_id"], name=row["name"], status=Status(row["status"]),
-        input=_shown(row["input"]), output=_shown(row["output"]), error=row["error"],
-        owner=row["owner"], epoch=row["epoch"], attempts=row["attempts"],
-        created_at=row["created_at"], updated_at=row["updated_at"], source=source,
+        workflow_id=row["workflow_id"],
+        name=row["name"],
+        status=Status(row["status"]),
+        input=_shown(row["input"]),
+        output=_shown(row["output"]),
+        error=row["error"],
+        owner=row["owner"],
+        epoch=row["epoch"],
+        attempts=row["attempts"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        source=source,
     )

@@ -12,7 +12,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import LiteralString, cast
+from typing import cast
 
 import psycopg
 from psycopg import sql
@@ -135,9 +135,7 @@ def _ensure_bookkeeping(conn: psycopg.Connection[dict[str, object]], schema: str
 
 def _applied(conn: psycopg.Connection[dict[str, object]], schema: str) -> dict[int, str]:
     rows = conn.execute(
-        sql.SQL("SELECT version, checksum FROM {}.schema_migrations").format(
-            sql.Identifier(schema)
-        )
+        sql.SQL("SELECT version, checksum FROM {}.schema_migrations").format(sql.Identifier(schema))
     ).fetchall()
     return {cast(int, r["version"]): cast(str, r["checksum"]) for r in rows}
 
@@ -158,7 +156,7 @@ def _apply(conn: psycopg.Connection[dict[str, object]], schema: str, migration: 
     ident = sql.Identifier(schema)
     with conn.transaction():
         conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(ident))
-        conn.execute(sql.SQL(cast(LiteralString, migration.text)))
+        conn.execute(sql.SQL(migration.text))
         conn.execute(
             sql.SQL(
                 "INSERT INTO {}.schema_migrations (version, name, checksum) VALUES (%s, %s, %s)"

@@ -184,9 +184,11 @@ class Runner:
         self, ctx: WorkflowContext, status: Status, output: str | None, error: dict[str, str] | None
     ) -> Outcome:
         error_json = None if error is None else orjson.dumps(error).decode()
-        moved = ctx.engine._writer_for(ctx.workflow_id).complete(
-            ctx.workflow_id, ctx.epoch, status.value, output=output, error=error_json
-        ).result()
+        moved = (
+            ctx.engine._writer_for(ctx.workflow_id)
+            .complete(ctx.workflow_id, ctx.epoch, status.value, output=output, error=error_json)
+            .result()
+        )
         if moved:
             return Outcome(ctx.workflow_id, status, output, error)
         # Not moved. Final at our epoch (a retried commit that had landed, or a
@@ -228,7 +230,12 @@ def call_step(spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
     # is; a crash before it only re-runs this plain step, which is
     # at-least-once by contract (DESIGN.md §1.4).
     ctx.engine._writer_for(ctx.workflow_id).write_step(
-        ctx.workflow_id, ctx.epoch, number, spec.name, output=output, error=None,
+        ctx.workflow_id,
+        ctx.epoch,
+        number,
+        spec.name,
+        output=output,
+        error=None,
         started_at=started,
     )
     return value
@@ -261,8 +268,12 @@ def call_transaction(
         ctx.in_step = True
         try:
             result = writer.run_transaction(
-                ctx.workflow_id, ctx.epoch, number, spec.name,
-                lambda conn: step_context.run(spec.fn, conn, *args, **kwargs), started,
+                ctx.workflow_id,
+                ctx.epoch,
+                number,
+                spec.name,
+                lambda conn: step_context.run(spec.fn, conn, *args, **kwargs),
+                started,
             ).result()
         finally:
             ctx.in_step = False
@@ -284,15 +295,28 @@ _WRITTEN = object()
 
 
 def _checkpoint(
-    ctx: WorkflowContext, number: int, name: str, output: str | None,
-    error: dict[str, str] | None, started: datetime,
+    ctx: WorkflowContext,
+    number: int,
+    name: str,
+    output: str | None,
+    error: dict[str, str] | None,
+    started: datetime,
 ) -> Any:
     """Write a step's checkpoint and wait; if refused, adopt what the database holds."""
     error_json = None if error is None else orjson.dumps(error).decode()
-    written = ctx.engine._writer_for(ctx.workflow_id).write_step(
-        ctx.workflow_id, ctx.epoch, number, name, output=output, error=error_json,
-        started_at=started,
-    ).result()
+    written = (
+        ctx.engine._writer_for(ctx.workflow_id)
+        .write_step(
+            ctx.workflow_id,
+            ctx.epoch,
+            number,
+            name,
+            output=output,
+            error=error_json,
+            started_at=started,
+        )
+        .result()
+    )
     if written:
         return _WRITTEN
     if error is not None:
@@ -334,6 +358,13 @@ def _with_retries(spec: StepSpec, call: Callable[[], Any]) -> Any:
             if attempt > spec.retry.retries:
                 raise
             delay = spec.retry.delay(attempt)
-            log.info("step %s failed (%s: %s); retry %d/%d in %.2fs", spec.name,
-                     type(exc).__name__, exc, attempt, spec.retry.retries, delay)
+            log.info(
+                "step %s failed (%s: %s); retry %d/%d in %.2fs",
+                spec.name,
+                type(exc).__name__,
+                exc,
+                attempt,
+                spec.retry.retries,
+                delay,
+            )
             time.sleep(delay)

@@ -24,7 +24,10 @@ _BYTES = "__onceflow_bytes__"
 def _default(value: Any) -> Any:
     if isinstance(value, BaseModel):
         cls = type(value)
-        return {_MODEL: f"{cls.__module__}:{cls.__qualname__}", "data": value.model_dump(mode="json")}
+        return {
+            _MODEL: f"{cls.__module__}:{cls.__qualname__}",
+            "data": value.model_dump(mode="json"),
+        }
     if isinstance(value, bytes | bytearray | memoryview):
         return {_BYTES: base64.b64encode(bytes(value)).decode("ascii")}
     raise TypeError(type(value).__name__)

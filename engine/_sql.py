@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from functools import cache
 from importlib import resources
-from typing import LiteralString, cast
 
 from psycopg import sql
 
@@ -26,12 +25,11 @@ class Queries:
     def __init__(self, schema: str) -> None:
         ident = sql.Identifier(schema)
         self._composed = {
-            name: sql.SQL(cast(LiteralString, body)).format(schema=ident)
-            for name, body in _raw_queries().items()
+            name: sql.SQL(body).format(schema=ident) for name, body in _raw_queries().items()
         }
 
     def __getitem__(self, name: str) -> sql.Composed:
-        return cast(sql.Composed, self._composed[name])
+        return self._composed[name]
 
     def names(self) -> list[str]:
         return sorted(self._composed)

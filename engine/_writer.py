@@ -85,8 +85,9 @@ class CheckpointWriter:
         self._q = queries
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._loop, name=f"onceflow-writer-{index}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, name=f"onceflow-writer-{index}", daemon=True
+        )
         self._stopping = threading.Event()
         self._conn: psycopg.Connection[Any] | None = None
         self.batches = 0
@@ -117,12 +118,24 @@ class CheckpointWriter:
         started_at: datetime | None,
     ) -> Future[bool]:
         """Checkpoint a step; the future says whether the row was written."""
-        job = _StepJob(workflow_id, epoch, step=step, name=name, output=output, error=error,
-                       started_at=started_at)
+        job = _StepJob(
+            workflow_id,
+            epoch,
+            step=step,
+            name=name,
+            output=output,
+            error=error,
+            started_at=started_at,
+        )
         return self._submit(job)
 
     def run_transaction(
-        self, workflow_id: str, epoch: int, step: int, name: str, fn: TxFunction,
+        self,
+        workflow_id: str,
+        epoch: int,
+        step: int,
+        name: str,
+        fn: TxFunction,
         started_at: datetime | None,
     ) -> Future[TxResult]:
         """Run `fn(conn)` and its checkpoint in one transaction, under a savepoint."""
@@ -175,10 +188,16 @@ class CheckpointWriter:
             except (*RETRYABLE, DatabaseUnavailableError) as exc:
                 self._drop_connection()
                 if self._stopping.is_set():
-                    self._fail(batch, DatabaseUnavailableError(f"shut down while Postgres was unreachable: {exc}"))
+                    self._fail(
+                        batch,
+                        DatabaseUnavailableError(
+                            f"shut down while Postgres was unreachable: {exc}"
+                        ),
+                    )
                     return
-                log.warning("checkpoint batch of %d failed, retrying in %.2fs: %s",
-                            len(batch), delay, exc)
+                log.warning(
+                    "checkpoint batch of %d failed, retrying in %.2fs: %s", len(batch), delay, exc
+                )
                 time.sleep(delay)
                 delay = min(5.0, delay * 2)
                 continue
@@ -248,8 +267,16 @@ class CheckpointWriter:
                         raise
                     raise _Retry from exc
                 results[id(job)] = TxResult(TxVerdict.COMMITTED, value=value)
-                checkpoints.append(_StepJob(job.workflow_id, job.epoch, step=job.step,
-                                            name=job.name, output=output, started_at=job.started_at))
+                checkpoints.append(
+                    _StepJob(
+                        job.workflow_id,
+                        job.epoch,
+                        step=job.step,
+                        name=job.name,
+                        output=output,
+                        started_at=job.started_at,
+                    )
+                )
             steps = checkpoints + [j for j in batch if isinstance(j, _StepJob)]
             written = self._write_steps(conn, steps)
             if any((c.workflow_id, c.step) not in written for c in checkpoints):
@@ -269,18 +296,23 @@ class CheckpointWriter:
             self._complete(conn, results, batch)
         return [results[id(job)] for job in batch]
 
-    def _write_steps(self, conn: psycopg.Connection[Any], steps: list[_StepJob]) -> set[tuple[str, int]]:
+    def _write_steps(
+        self, conn: psycopg.Connection[Any], steps: list[_StepJob]
+    ) -> set[tuple[str, int]]:
         if not steps:
             return set()
-        rows = conn.execute(self._q["write_steps"], {
-            "workflow_id": [j.workflow_id for j in steps],
-            "step": [j.step for j in steps],
-            "name": [j.name for j in steps],
-            "output": [j.output for j in steps],
-            "error": [j.error for j in steps],
-            "started_at": [j.started_at for j in steps],
-            "epoch": [j.epoch for j in steps],
-        }).fetchall()
+        rows = conn.execute(
+            self._q["write_steps"],
+            {
+                "workflow_id": [j.workflow_id for j in steps],
+                "step": [j.step for j in steps],
+                "name": [j.name for j in steps],
+                "output": [j.output for j in steps],
+                "error": [j.error for j in steps],
+                "started_at": [j.started_at for j in steps],
+                "epoch": [j.epoch for j in steps],
+            },
+        ).fetchall()
         return {(wid, step) for wid, step in rows}
 
     @staticmethod
@@ -291,19 +323,24 @@ class CheckpointWriter:
             if isinstance(job, _StepJob):
                 results[id(job)] = (job.workflow_id, job.step) in written
 
-    def _complete(self, conn: psycopg.Connection[Any], results: dict[int, Any], batch: list[_Job]) -> None:
+    def _complete(
+        self, conn: psycopg.Connection[Any], results: dict[int, Any], batch: list[_Job]
+    ) -> None:
         completes = [j for j in batch if isinstance(j, _CompleteJob)]
         if not completes:
             return
         done = {
             row[0]
-            for row in conn.execute(self._q["complete_workflows"], {
-                "workflow_id": [j.workflow_id for j in completes],
-                "epoch": [j.epoch for j in completes],
-                "status": [j.status for j in completes],
-                "output": [j.output for j in completes],
-                "error": [j.error for j in completes],
-            }).fetchall()
+            for row in conn.execute(
+                self._q["complete_workflows"],
+                {
+                    "workflow_id": [j.workflow_id for j in completes],
+                    "epoch": [j.epoch for j in completes],
+                    "status": [j.status for j in completes],
+                    "output": [j.output for j in completes],
+                    "error": [j.error for j in completes],
+                },
+            ).fetchall()
         }
         for c in completes:
             results[id(c)] = c.workflow_id in done
@@ -316,10 +353,17 @@ class CheckpointWriter:
             with conn.transaction():
                 value = job.fn(conn)
                 output = dumps(value, what=f"the result of transaction step {job.name!r}")
-                row = conn.execute(self._q["write_transaction_step"], {
-                    "workflow_id": job.workflow_id, "epoch": job.epoch, "step": job.step,
-                    "name": job.name, "output": output, "started_at": job.started_at,
-                }).fetchone()
+                row = conn.execute(
+                    self._q["write_transaction_step"],
+                    {
+                        "workflow_id": job.workflow_id,
+                        "epoch": job.epoch,
+                        "step": job.step,
+                        "name": job.name,
+                        "output": output,
+                        "started_at": job.started_at,
+                    },
+                ).fetchone()
                 if row is None:
                     raise _Refused
         except _Refused:
