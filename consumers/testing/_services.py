@@ -1,8 +1,8 @@
 """Real Postgres and a real Kafka broker for tests: the one implementation.
 
 Onceflow's exactly-once argument rests on real Postgres transactions and real Kafka
-consumer-group semantics, so its tests (and users' tests of their own workflows) must
-run against the real services (DESIGN.md §8). Each service is resolved in this order:
+consumer-group semantics, so its tests (and users' tests of their own workflows) run
+against the real services (DESIGN.md §8). Each service is resolved in this order:
 
 1. an environment variable naming a service someone already runs
    (``ONCEFLOW_TEST_DATABASE_URL``, ``ONCEFLOW_TEST_KAFKA``);
@@ -19,10 +19,12 @@ Importing this module starts nothing and imports nothing else from Onceflow.
 
 from __future__ import annotations
 
+import abc
 import atexit
 import base64
 import contextlib
 import fcntl
+import functools
 import gc
 import hashlib
 import importlib
@@ -39,10 +41,9 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import psycopg
 from confluent_kafka.admin import AdminClient
@@ -58,13 +59,12 @@ KAFKA_VERSION: Final = "3.9.1"
 
 _PG_ROLE: Final = "onceflow"
 _PG_DATABASE: Final = "onceflow"
-_PG_OS_USER: Final = "postgres"  # Postgres refuses to run as root; see _service_user().
+_PG_OS_USER: Final = "postgres"  # Postgres refuses to run as root
 # Budgets: generous for a loaded 2-core CI machine, short enough that a broken
-# service fails the run within a minute instead of hanging it.
-_PG_READY_TIMEOUT: Final = 60.0
-_KAFKA_READY_TIMEOUT: Final = 60.0
-_KAFKA_STOP_BUDGET: Final = 30.0  # controlled shutdown of one KRaft node takes ~2 s
-_SETUP_TIMEOUT: Final = 900.0  # apt-get or a cold Maven fetch
+# service fails the run within a minute or two instead of hanging it.
+_READY_TIMEOUT: Final = 60.0
+_KAFKA_STOP_BUDGET: Final = 30.0  # a controlled shutdown of one KRaft node takes ~1-2 s
+_SETUP_TIMEOUT: Final = 900.0  # apt-get, or a cold Maven fetch on a slow mirror
 
 
 class ServiceUnavailable(RuntimeError):
@@ -77,86 +77,77 @@ def default_state_dir() -> Path:
     return Path(raw).expanduser() if raw else Path.home() / ".cache" / "onceflow" / "services"
 
 
-# --------------------------------------------------------------------------- public
-
-
 def postgres_url() -> str:
     """Return a Postgres server URL for a role that may CREATE DATABASE.
 
     Raises:
         ServiceUnavailable: no source worked; the message lists each one's error.
     """
-    if url := os.environ.get(ENV_DATABASE_URL):
-        return url
-    tried: list[str] = []
-    if (docker_error := _docker_error()) is None:
-        try:
-            return _from_container("postgres", _start_postgres_container)
-        except Exception as exc:
-            tried.append(f"testcontainers {POSTGRES_IMAGE}: {exc!r}")
-    else:
-        tried.append(f"Docker engine: {docker_error}")
-    try:
-        native = NativePostgres()
-        native.start()
-        return native.url
-    except Exception as exc:
-        tried.append(f"native Postgres: {exc}")
-    raise ServiceUnavailable(
-        _how_to(
-            "Postgres",
-            f"export {ENV_DATABASE_URL}=postgresql://USER:PASSWORD@HOST:5432/postgres"
-            " (a role allowed to CREATE DATABASE)",
-            f"start a Docker engine (testcontainers then runs {POSTGRES_IMAGE})",
-            tried,
-        )
+    return _resolve(
+        "Postgres",
+        ENV_DATABASE_URL,
+        "postgresql://USER:PASSWORD@HOST:5432/postgres (a role allowed to CREATE DATABASE)",
+        POSTGRES_IMAGE,
+        _start_postgres_container,
+        _native_postgres_url,
     )
 
 
 def kafka_bootstrap() -> str:
-    """Return a Kafka bootstrap address (``host:port``) of a broker for tests.
+    """Return the bootstrap address (``host:port``) of a Kafka broker for tests.
 
     Raises:
         ServiceUnavailable: no source worked; the message lists each one's error.
     """
-    if bootstrap := os.environ.get(ENV_KAFKA):
-        return bootstrap
+    return _resolve(
+        "Kafka",
+        ENV_KAFKA,
+        "HOST:9092 (a broker with auto.create.topics.enable=false)",
+        KAFKA_IMAGE,
+        _start_kafka_container,
+        _native_kafka_bootstrap,
+    )
+
+
+def _resolve(
+    service: str,
+    env_var: str,
+    env_example: str,
+    image: str,
+    start_container: Callable[[], tuple[Any, str]],
+    start_native: Callable[[], str],
+) -> str:
+    if value := os.environ.get(env_var):
+        return value
     tried: list[str] = []
     if (docker_error := _docker_error()) is None:
         try:
-            return _from_container("kafka", _start_kafka_container)
-        except Exception as exc:
-            tried.append(f"testcontainers {KAFKA_IMAGE}: {exc!r}")
+            return _from_container(service, start_container)
+        except Exception as exc:  # fall through to the native service, but say why
+            tried.append(f"testcontainers {image}: {_describe(exc)}")
     else:
         tried.append(f"Docker engine: {docker_error}")
     try:
-        native = NativeKafka()
-        native.start()
-        return native.bootstrap
+        return start_native()
     except Exception as exc:
-        tried.append(f"native Kafka: {exc}")
+        tried.append(f"native {service}: {_describe(exc)}")
     raise ServiceUnavailable(
-        _how_to(
-            "Kafka",
-            f"export {ENV_KAFKA}=HOST:9092 (a broker with auto.create.topics.enable=false)",
-            f"start a Docker engine (testcontainers then runs {KAFKA_IMAGE} in KRaft mode)",
-            tried,
+        "\n".join(
+            [
+                f"No {service} for the integration tests. Provide one in any of these ways:",
+                f"  - export {env_var}={env_example}",
+                f"  - start a Docker engine (testcontainers then runs {image})",
+                "  - run `python -m consumers.testing.services up` (private native Postgres and"
+                " Kafka; it prints the export lines)",
+                "What was tried:",
+                *(f"  - {line}" for line in tried),
+            ]
         )
     )
 
 
-def _how_to(service: str, env_hint: str, docker_hint: str, tried: list[str]) -> str:
-    return "\n".join(
-        [
-            f"No {service} for the integration tests. Provide one in any of these ways:",
-            f"  - {env_hint}",
-            f"  - {docker_hint}",
-            "  - run `python -m consumers.testing.services up` (private native Postgres and"
-            " Kafka; prints the export lines)",
-            "What was tried:",
-            *(f"  - {line}" for line in tried),
-        ]
-    )
+def _describe(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, ServiceUnavailable) else f"{type(exc).__name__}: {exc}"
 
 
 # ------------------------------------------------------------------ testcontainers
@@ -165,8 +156,9 @@ _containers: dict[str, str] = {}
 _containers_lock = threading.Lock()
 
 
+@functools.cache
 def _docker_error() -> str | None:
-    """Return None when a Docker engine answers a ping, else why not (cheap: ~0.3 s)."""
+    """Return None when a Docker engine answers a ping, else why not (~0.3 s, once)."""
     # docker-py leaves a socket unclosed when the daemon is absent; finalise it while
     # ResourceWarning is ignored, or pytest's filterwarnings=error reports it later.
     with warnings.catch_warnings():
@@ -186,7 +178,7 @@ def _docker_error() -> str | None:
 
 def _testcontainers_module(name: str) -> ModuleType:
     # testcontainers 4.15 moved the modules to testcontainers.community and warns
-    # (DeprecationWarning, an error under our pytest settings) on the old path.
+    # (DeprecationWarning: an error under our pytest settings) on the old path.
     try:
         return importlib.import_module(f"testcontainers.community.{name}")
     except ImportError:
@@ -206,8 +198,7 @@ def _from_container(key: str, start: Callable[[], tuple[Any, str]]) -> str:
 
 
 def _start_postgres_container() -> tuple[Any, str]:
-    module = _testcontainers_module("postgres")
-    container = module.PostgresContainer(
+    container = _testcontainers_module("postgres").PostgresContainer(
         POSTGRES_IMAGE, username=_PG_ROLE, password=_PG_ROLE, dbname=_PG_DATABASE, driver=None
     )
     container.start()
@@ -215,9 +206,9 @@ def _start_postgres_container() -> tuple[Any, str]:
 
 
 def _start_kafka_container() -> tuple[Any, str]:
-    module = _testcontainers_module("kafka")
     container = (
-        module.KafkaContainer(KAFKA_IMAGE)
+        _testcontainers_module("kafka")
+        .KafkaContainer(KAFKA_IMAGE)
         .with_kraft()
         .with_env("KAFKA_AUTO_CREATE_TOPICS_ENABLE", "false")
         .with_env("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0")
@@ -232,18 +223,6 @@ def _start_kafka_container() -> tuple[Any, str]:
 def _progress(message: str) -> None:
     # stderr, so `eval "$(python -m consumers.testing.services up)"` sees only exports.
     print(f"onceflow-services: {message}", file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Serialise start/stop across processes so two callers never start two servers."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _free_ports(count: int) -> list[int]:
@@ -261,27 +240,14 @@ def _listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _ensure_port_free(port: int, service: str, record: Path) -> None:
-    if _listening(port):
-        raise ServiceUnavailable(
-            f"port {port} recorded in {record} for the native {service} is in use by another"
-            f" process; stop that process or delete {record.parent} to start afresh"
-        )
-
-
 def _tail(path: Path, lines: int = 30) -> str:
     try:
         text = path.read_text(errors="replace").splitlines()[-lines:]
     except OSError as exc:
         return f"(no log at {path}: {exc.strerror})"
+    if not text:
+        return f"({path} is empty)"
     return f"last lines of {path}:\n" + "\n".join(f"    {line}" for line in text)
-
-
-@dataclass(frozen=True)
-class _OsUser:
-    name: str
-    uid: int
-    gid: int
 
 
 def _run(
@@ -289,29 +255,26 @@ def _run(
     *,
     what: str,
     timeout: float,
-    as_user: _OsUser | None = None,
+    as_user: pwd.struct_passwd | None = None,
     cwd: Path | None = None,
     env: dict[str, str] | None = None,
 ) -> str:
-    """Run a setup command, returning stdout; on failure raise with its output tail."""
+    """Run a setup command, returning stdout; on failure raise with its output's tail."""
     args = [str(part) for part in cmd]
     try:
-        if as_user is None:
-            done = subprocess.run(
-                args, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env
-            )
-        else:
-            done = subprocess.run(
-                args,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                cwd=cwd,
-                env=env,
-                user=as_user.uid,
-                group=as_user.gid,
-                extra_groups=[],
-            )
+        done = subprocess.run(
+            args,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=cwd,
+            env=env,
+            # Drop root for Postgres in the child itself: no PAM session or shell quoting
+            # as with runuser/su, and no dependency on either being installed.
+            user=as_user.pw_uid if as_user else None,
+            group=as_user.pw_gid if as_user else None,
+            extra_groups=[] if as_user else None,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ServiceUnavailable(f"{what} failed: {exc}") from exc
     if done.returncode != 0:
@@ -323,11 +286,240 @@ def _run(
     return done.stdout
 
 
+def _process_matches(pid: int, marker: str) -> bool:
+    """Whether ``pid`` is alive and its command line contains ``marker`` (not a reused pid)."""
+    try:
+        return marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()  # zombies: b""
+    except FileNotFoundError:
+        if Path("/proc/self").exists():
+            return False
+    except OSError:
+        return False
+    try:  # no /proc (macOS): liveness only
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+class _NativeService(abc.ABC):
+    """A server under ``<state dir>/<name>``; start/stop/restart serialised by a file lock.
+
+    The lock (fcntl, across processes) makes ``start()`` safe to call from concurrent
+    test processes: the second caller waits and then reuses what the first started.
+    """
+
+    _name: ClassVar[str]
+
+    def __init__(self, state_dir: Path | None = None) -> None:
+        """Describe (not start) the service kept under ``state_dir``."""
+        self._home = (state_dir or default_state_dir()) / self._name
+        self._ports_file = self._home / "ports.json"
+
+    @abc.abstractmethod
+    def is_running(self) -> bool:
+        """Whether the service is up."""
+
+    def start(self) -> None:
+        """Start the service, creating it on first use; reuse it if already running."""
+        with self._lock():
+            self._start_locked()
+
+    def stop(self) -> None:
+        """Stop the service, keeping its data and ports."""
+        with self._lock():
+            self._stop_locked()
+
+    def restart(self) -> None:
+        """Stop and start again with the same ports and data."""
+        with self._lock():
+            self._stop_locked()
+            self._start_locked()
+
+    @abc.abstractmethod
+    def _start_locked(self) -> None: ...
+
+    @abc.abstractmethod
+    def _stop_locked(self) -> None: ...
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        self._home.mkdir(parents=True, exist_ok=True)
+        with (self._home / "lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+            yield
+
+    def _ports(self) -> dict[str, int]:
+        """Ports chosen at first start and kept, so restarts keep clients' addresses."""
+        try:
+            ports: dict[str, int] = json.loads(self._ports_file.read_text())
+        except FileNotFoundError:
+            raise ServiceUnavailable(
+                f"native {self._name} under {self._home} was never started; call start()"
+            ) from None
+        return ports
+
+    def _claim_ports(self, *names: str) -> dict[str, int]:
+        if not self._ports_file.exists():
+            ports = dict(zip(names, _free_ports(len(names)), strict=True))
+            self._ports_file.write_text(json.dumps(ports))
+        ports = self._ports()
+        for port in ports.values():
+            if _listening(port):
+                raise ServiceUnavailable(
+                    f"port {port} recorded in {self._ports_file} for the native {self._name} is"
+                    f" used by another process; stop it, or delete {self._home} to start afresh"
+                )
+        return ports
+
+
 # ----------------------------------------------------------------- native Postgres
 
 
+class NativePostgres(_NativeService):
+    """A private Postgres cluster for tests.
+
+    Trust auth on 127.0.0.1 only, superuser role ``onceflow``, database ``onceflow``.
+    fsync and synchronous_commit stay on: Onceflow's crash tests are about durability.
+    As root, the server runs as the ``postgres`` OS user (created if missing).
+    """
+
+    _name = "postgres"
+
+    @property
+    def url(self) -> str:
+        """Server URL (valid once ``start()`` has run once)."""
+        return self._url(_PG_DATABASE)
+
+    @property
+    def cluster_dir(self) -> Path:
+        """Directory holding ``data/`` and ``postgres.log``."""
+        record = self._home / "cluster-dir"
+        return Path(record.read_text().strip()) if record.exists() else self._home / "cluster"
+
+    def is_running(self) -> bool:
+        """Whether the cluster accepts connections."""
+        return self._ports_file.exists() and _answers(self._url("postgres"))
+
+    def _url(self, database: str) -> str:
+        return f"postgresql://{_PG_ROLE}@127.0.0.1:{self._ports()['postgres']}/{database}"
+
+    def _start_locked(self) -> None:
+        if self.is_running():
+            return
+        data = self.cluster_dir / "data"
+        version = (
+            (data / "PG_VERSION").read_text().strip() if (data / "PG_VERSION").exists() else None
+        )
+        bindir = _postgres_bindir(version)
+        if bindir is None and version is None:
+            _install_postgres()
+            bindir = _postgres_bindir(None)
+        if bindir is None:
+            raise ServiceUnavailable(
+                f"no server binaries of PostgreSQL {version or ''}: install them"
+                + (f" or delete {self.cluster_dir}, made by that version" if version else "")
+            )
+        port = self._claim_ports("postgres")["postgres"]
+        if version is None:
+            self._init_cluster(bindir)
+        log = self.cluster_dir / "postgres.log"
+        _progress(f"starting Postgres on 127.0.0.1:{port} (log: {log})")
+        try:
+            self._pg_ctl(bindir, "start", "-l", str(log), "-o", f"-p {port}")
+        except ServiceUnavailable as exc:
+            raise ServiceUnavailable(f"{exc}\n{_tail(log)}") from None
+        if not _answers(self._url("postgres")):
+            raise ServiceUnavailable(f"Postgres at {self.url} refuses connections\n{_tail(log)}")
+        with psycopg.connect(self._url("postgres"), autocommit=True) as conn:
+            exists = "select 1 from pg_database where datname = %s"
+            if conn.execute(exists, [_PG_DATABASE]).fetchone() is None:
+                conn.execute(sql.SQL("create database {}").format(sql.Identifier(_PG_DATABASE)))
+
+    def _stop_locked(self) -> None:
+        data = self.cluster_dir / "data"
+        try:
+            pid = int((data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return  # never started, or stopped cleanly
+        if not _process_matches(pid, str(data)):
+            return  # a crashed server's stale pid file: pg_ctl start copes with it
+        bindir = _postgres_bindir((data / "PG_VERSION").read_text().strip())
+        if bindir is None:
+            raise ServiceUnavailable(f"no PostgreSQL server binaries to stop {data} with")
+        # Fast: disconnect sessions and shut down cleanly, as an operator's restart would.
+        self._pg_ctl(bindir, "stop", "-m", "fast")
+
+    def _pg_ctl(self, bindir: Path, command: str, *args: str) -> None:
+        # -w: return once the server accepts connections (or is down), within -t seconds.
+        wait = ["-w", "-t", str(int(_READY_TIMEOUT))]
+        _run(
+            [bindir / "pg_ctl", "-D", self.cluster_dir / "data", command, *wait, *args],
+            what=f"pg_ctl {command}",
+            timeout=_READY_TIMEOUT + 30,
+            as_user=_service_user(),
+            cwd=self.cluster_dir,
+            env=_postgres_env(),
+        )
+
+    def _init_cluster(self, bindir: Path) -> None:
+        user = _service_user()
+        cluster = self._home / "cluster"
+        if user is not None and not _traversable(self._home, user):
+            # Root's home is 0700, so the postgres user cannot reach a data dir there.
+            digest = hashlib.sha256(str(self._home.resolve()).encode()).hexdigest()[:12]
+            cluster = Path("/var/tmp") / f"onceflow-postgres-{digest}"
+        shutil.rmtree(cluster, ignore_errors=True)  # debris of an initdb that did not finish
+        cluster.mkdir(mode=0o700, parents=True)
+        if user is not None:
+            os.chown(cluster, user.pw_uid, user.pw_gid)
+        (self._home / "cluster-dir").write_text(f"{cluster}\n")
+        _progress(f"creating a Postgres cluster in {cluster}")
+        initdb: list[str | Path] = [bindir / "initdb", "-D", cluster / "data", "-U", _PG_ROLE]
+        initdb += ["-E", "UTF8", "--locale=C", "--auth-local=trust", "--auth-host=trust"]
+        _run(
+            initdb,
+            what="initdb",
+            timeout=_SETUP_TIMEOUT,
+            as_user=user,
+            cwd=cluster,
+            env=_postgres_env(),
+        )
+        settings = {
+            "listen_addresses": "'127.0.0.1'",
+            "unix_socket_directories": "''",  # TCP only: no socket-path length limit
+            "max_connections": "300",  # many consumer processes in crash tests
+            "shared_buffers": "128MB",
+        }
+        with (cluster / "data" / "postgresql.conf").open("a") as conf:
+            conf.write("\n# onceflow test cluster: fsync and synchronous_commit stay on\n")
+            conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
+
+
+def _native_postgres_url() -> str:
+    server = NativePostgres()
+    server.start()
+    return server.url
+
+
+def _answers(url: str) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=2, autocommit=True) as conn:
+            conn.execute("select 1")
+    except psycopg.Error:
+        return False
+    return True
+
+
+def _postgres_env() -> dict[str, str]:
+    # PGPORT, PGDATA & co. from the caller's shell must not redirect our private cluster.
+    return {key: value for key, value in os.environ.items() if not key.startswith("PG")}
+
+
 def _postgres_bindir(version: str | None) -> Path | None:
-    """Find server binaries: Debian's versioned dirs first, then whatever is on PATH."""
+    """Find server binaries: Debian's versioned dirs (newest first), then PATH."""
     candidates = sorted(
         Path("/usr/lib/postgresql").glob("*/bin"),
         key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
@@ -351,7 +543,7 @@ def _postgres_major(bindir: Path) -> str:
 def _install_postgres() -> None:
     """A fresh CI machine may lack Postgres: install it from the Debian packages."""
     if shutil.which("apt-get") is None:
-        raise ServiceUnavailable("no PostgreSQL server binaries found and no apt-get to install")
+        raise ServiceUnavailable("no PostgreSQL server binaries found, and no apt-get")
     sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     _progress("no PostgreSQL server binaries found; running apt-get install -y postgresql")
@@ -364,224 +556,35 @@ def _install_postgres() -> None:
     )
 
 
-def _service_user() -> _OsUser | None:
+def _service_user() -> pwd.struct_passwd | None:
     """The OS user to run Postgres as: None (ourselves) unless we are root."""
     if os.geteuid() != 0:
         return None
     try:
-        entry = pwd.getpwnam(_PG_OS_USER)
+        return pwd.getpwnam(_PG_OS_USER)
     except KeyError:
         _progress(f"creating system user {_PG_OS_USER!r} to run Postgres (it refuses root)")
-        _run(
-            ["useradd", "--system", "--user-group", "--shell", "/usr/sbin/nologin", _PG_OS_USER],
-            what="useradd",
-            timeout=60,
-        )
-        entry = pwd.getpwnam(_PG_OS_USER)
-    return _OsUser(entry.pw_name, entry.pw_uid, entry.pw_gid)
+    _run(
+        ["useradd", "--system", "--user-group", "--shell", "/usr/sbin/nologin", _PG_OS_USER],
+        what="useradd",
+        timeout=60,
+    )
+    return pwd.getpwnam(_PG_OS_USER)
 
 
-def _traversable(path: Path, user: _OsUser) -> bool:
-    """Whether ``user`` may reach ``path`` (e.g. not below root's 0700 home)."""
+def _traversable(path: Path, user: pwd.struct_passwd) -> bool:
+    """Whether ``user`` may reach ``path`` by the mode bits of it and its parents."""
     for directory in [path, *path.parents]:
-        mode = directory.stat()
-        if mode.st_uid == user.uid:
+        st = directory.stat()
+        if st.st_uid == user.pw_uid:
             bit = 0o100
-        elif mode.st_gid == user.gid:
+        elif st.st_gid == user.pw_gid:
             bit = 0o010
         else:
             bit = 0o001
-        if not mode.st_mode & bit:
+        if not st.st_mode & bit:
             return False
     return True
-
-
-class NativePostgres:
-    """A private Postgres cluster for tests, kept under the state dir between sessions.
-
-    Trust auth on 127.0.0.1 only, superuser role ``onceflow``, database ``onceflow``.
-    fsync and synchronous_commit stay on: Onceflow's crash tests are about durability.
-    """
-
-    def __init__(self, state_dir: Path | None = None) -> None:
-        """Describe (not start) the cluster kept under ``state_dir``."""
-        self._home = (state_dir or default_state_dir()) / "postgres"
-        self._port_file = self._home / "port"
-        self._cluster_file = self._home / "cluster-dir"
-
-    @property
-    def url(self) -> str:
-        """Server URL of the cluster (valid once ``start()`` has run once)."""
-        return f"postgresql://{_PG_ROLE}@127.0.0.1:{self._port()}/{_PG_DATABASE}"
-
-    @property
-    def cluster_dir(self) -> Path:
-        """Directory holding ``data/`` and ``postgres.log``."""
-        if self._cluster_file.exists():
-            return Path(self._cluster_file.read_text().strip())
-        return self._home / "cluster"
-
-    def is_running(self) -> bool:
-        """Whether the cluster accepts connections."""
-        return self._port_file.exists() and self._answers(self._url_for("postgres"))
-
-    def start(self) -> None:
-        """Start the cluster, creating it on first use; reuse it if already answering."""
-        with _file_lock(self._home / "lock"):
-            self._start_locked()
-
-    def stop(self) -> None:
-        """Stop the cluster (fast shutdown: sessions are disconnected, data kept)."""
-        with _file_lock(self._home / "lock"):
-            self._stop_locked()
-
-    def restart(self) -> None:
-        """Fast stop and start again on the same port with the same data."""
-        with _file_lock(self._home / "lock"):
-            self._stop_locked()
-            self._start_locked()
-
-    def _port(self) -> int:
-        try:
-            return int(self._port_file.read_text())
-        except FileNotFoundError:
-            raise ServiceUnavailable(
-                f"native Postgres under {self._home} was never started; call start()"
-            ) from None
-
-    def _url_for(self, database: str) -> str:
-        return f"postgresql://{_PG_ROLE}@127.0.0.1:{self._port()}/{database}"
-
-    @staticmethod
-    def _answers(url: str) -> bool:
-        try:
-            with psycopg.connect(url, connect_timeout=2, autocommit=True) as conn:
-                conn.execute("select 1")
-        except psycopg.Error:
-            return False
-        return True
-
-    def _start_locked(self) -> None:
-        if self.is_running():
-            return
-        user = _service_user()
-        data = self.cluster_dir / "data"
-        version = (
-            (data / "PG_VERSION").read_text().strip() if (data / "PG_VERSION").exists() else None
-        )
-        bindir = _postgres_bindir(version)
-        if bindir is None and version is None:
-            _install_postgres()
-            bindir = _postgres_bindir(None)
-        if bindir is None:
-            wanted = (
-                f"PostgreSQL {version} (the data in {data} was made by it)"
-                if version
-                else "PostgreSQL"
-            )
-            raise ServiceUnavailable(f"no server binaries for {wanted}")
-        if version is None:
-            self._init_cluster(bindir, user)
-        _ensure_port_free(self._port(), "Postgres", self._port_file)
-        log = self.cluster_dir / "postgres.log"
-        _progress(f"starting Postgres on 127.0.0.1:{self._port()} (log: {log})")
-        try:
-            self._pg_ctl(
-                bindir, user, "start", "-l", str(log), "-w", "-t", str(int(_PG_READY_TIMEOUT))
-            )
-        except ServiceUnavailable as exc:
-            raise ServiceUnavailable(f"{exc}\n{_tail(log)}") from None
-        deadline = time.monotonic() + _PG_READY_TIMEOUT
-        while not self._answers(self._url_for("postgres")):
-            if time.monotonic() > deadline:
-                raise ServiceUnavailable(
-                    f"Postgres at {self.url} did not accept connections within"
-                    f" {_PG_READY_TIMEOUT:.0f}s\n{_tail(log)}"
-                )
-            time.sleep(0.2)
-        with psycopg.connect(self._url_for("postgres"), autocommit=True) as conn:
-            if (
-                conn.execute(
-                    "select 1 from pg_database where datname = %s", [_PG_DATABASE]
-                ).fetchone()
-                is None
-            ):
-                conn.execute(sql.SQL("create database {}").format(sql.Identifier(_PG_DATABASE)))
-
-    def _stop_locked(self) -> None:
-        data = self.cluster_dir / "data"
-        try:
-            pid = int((data / "postmaster.pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return  # never started, or stopped cleanly
-        if not _process_matches(pid, str(data)):
-            return  # stale pid file of a crashed server: the next start() copes with it
-        bindir = _postgres_bindir((data / "PG_VERSION").read_text().strip())
-        if bindir is None:
-            raise ServiceUnavailable(f"no PostgreSQL server binaries to stop {data}")
-        self._pg_ctl(bindir, _service_user(), "stop", "-m", "fast", "-w", "-t", "60")
-
-    def _pg_ctl(self, bindir: Path, user: _OsUser | None, *args: str) -> None:
-        _run(
-            [bindir / "pg_ctl", "-D", self.cluster_dir / "data", *args],
-            what=f"pg_ctl {args[0]}",
-            timeout=_PG_READY_TIMEOUT + 30,
-            as_user=user,
-            cwd=self.cluster_dir,
-            env=_postgres_env(),
-        )
-
-    def _init_cluster(self, bindir: Path, user: _OsUser | None) -> None:
-        self._home.mkdir(parents=True, exist_ok=True)
-        cluster = self._home / "cluster"
-        if user is not None and not _traversable(self._home, user):
-            # Root's home is 0700, so the postgres user cannot reach a data dir there.
-            digest = hashlib.sha256(str(self._home.resolve()).encode()).hexdigest()[:12]
-            cluster = Path("/var/tmp") / f"onceflow-postgres-{digest}"
-        if cluster.exists():
-            shutil.rmtree(cluster)  # debris of an initdb that did not finish
-        cluster.mkdir(mode=0o700, parents=True)
-        if user is not None:
-            os.chown(cluster, user.uid, user.gid)
-        self._cluster_file.write_text(f"{cluster}\n")
-        (port,) = _free_ports(1)
-        self._port_file.write_text(f"{port}\n")
-        _progress(f"creating a Postgres cluster in {cluster}")
-        data = cluster / "data"
-        _run(
-            [
-                bindir / "initdb",
-                "-D",
-                data,
-                "-U",
-                _PG_ROLE,
-                "--auth-local=trust",
-                "--auth-host=trust",
-                "-E",
-                "UTF8",
-                "--locale=C",
-            ],
-            what="initdb",
-            timeout=_SETUP_TIMEOUT,
-            as_user=user,
-            cwd=cluster,
-            env=_postgres_env(),
-        )
-        settings = {
-            "listen_addresses": "'127.0.0.1'",
-            "port": str(port),
-            "unix_socket_directories": "''",  # TCP only: no socket-path length limits
-            "max_connections": "300",  # many consumer processes in crash tests
-            "shared_buffers": "128MB",
-        }
-        with (data / "postgresql.conf").open("a") as conf:
-            conf.write("\n# onceflow test cluster (fsync, synchronous_commit left on)\n")
-            conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
-
-
-def _postgres_env() -> dict[str, str]:
-    # PGPORT, PGDATA & co. from the caller's shell must not redirect our private cluster.
-    return {key: value for key, value in os.environ.items() if not key.startswith("PG")}
 
 
 # -------------------------------------------------------------------- native Kafka
@@ -597,7 +600,7 @@ _POM: Final = f"""<project xmlns="http://maven.apache.org/POM/4.0.0">
       <groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId>
       <version>{KAFKA_VERSION}</version>
     </dependency>
-    <!-- Kafka's pom declares no logging backend; the Kafka distribution ships these. -->
+    <!-- Kafka's pom names no logging backend; its distribution ships these two. -->
     <dependency>
       <groupId>org.slf4j</groupId><artifactId>slf4j-reload4j</artifactId><version>1.7.36</version>
     </dependency>
@@ -609,21 +612,14 @@ _POM: Final = f"""<project xmlns="http://maven.apache.org/POM/4.0.0">
 """
 
 
-class NativeKafka:
+class NativeKafka(_NativeService):
     """A private single-node KRaft Kafka broker for tests, run from Maven Central jars.
 
-    Broker and controller in one JVM, listening on 127.0.0.1 only, topics never
-    auto-created (an unknown topic is an error, as in production).
+    Broker and controller in one JVM, listening on 127.0.0.1 only; topics are never
+    auto-created, so an unknown topic is an error as it should be in production.
     """
 
-    def __init__(self, state_dir: Path | None = None) -> None:
-        """Describe (not start) the broker kept under ``state_dir``."""
-        self._home = (state_dir or default_state_dir()) / "kafka"
-        self._libs = self._home / "libs"
-        self._config = self._home / "server.properties"
-        self._log = self._home / "broker.log"
-        self._pid_file = self._home / "broker.pid"
-        self._ports_file = self._home / "ports.json"
+    _name = "kafka"
 
     @property
     def bootstrap(self) -> str:
@@ -632,9 +628,9 @@ class NativeKafka:
 
     @property
     def pid(self) -> int | None:
-        """Process id of the running broker, or None (crash tests SIGKILL it)."""
+        """Process id of the running broker, or None (crash tests may SIGKILL it)."""
         try:
-            pid = int(self._pid_file.read_text())
+            pid = int((self._home / "broker.pid").read_text())
         except (FileNotFoundError, ValueError):
             return None
         return pid if _process_matches(pid, str(self._config)) else None
@@ -643,30 +639,9 @@ class NativeKafka:
         """Whether the broker process is alive."""
         return self.pid is not None
 
-    def start(self) -> None:
-        """Start the broker (fetching jars on first use); reuse it if already running."""
-        with _file_lock(self._home / "lock"):
-            self._start_locked()
-
-    def stop(self) -> None:
-        """Stop the broker: SIGTERM for a controlled shutdown, SIGKILL after a budget."""
-        with _file_lock(self._home / "lock"):
-            self._stop_locked()
-
-    def restart(self) -> None:
-        """Stop and start again with the same ports and data."""
-        with _file_lock(self._home / "lock"):
-            self._stop_locked()
-            self._start_locked()
-
-    def _ports(self) -> dict[str, int]:
-        try:
-            ports: dict[str, int] = json.loads(self._ports_file.read_text())
-        except FileNotFoundError:
-            raise ServiceUnavailable(
-                f"native Kafka under {self._home} was never started; call start()"
-            ) from None
-        return ports
+    @property
+    def _config(self) -> Path:
+        return self._home / "server.properties"
 
     def _start_locked(self) -> None:
         if (pid := self.pid) is not None:
@@ -675,86 +650,54 @@ class NativeKafka:
         java = shutil.which("java")
         if java is None:
             raise ServiceUnavailable(
-                "no `java` on PATH; install Java 17+ (apt-get install -y openjdk-17-jre-headless)"
+                "no `java` on PATH: install Java 17+ (apt-get install -y openjdk-17-jre-headless)"
             )
-        self._home.mkdir(parents=True, exist_ok=True)
-        self._ensure_libs()
-        if not self._ports_file.exists():
-            broker, controller = _free_ports(2)
-            self._ports_file.write_text(json.dumps({"broker": broker, "controller": controller}))
-        for port in self._ports().values():
-            _ensure_port_free(port, "Kafka", self._ports_file)
-        self._write_config()
-        jvm = [
-            java,
-            f"-Dlog4j.configuration=file:{self._home / 'log4j.properties'}",
-            "-cp",
-            f"{self._libs}/*",
-        ]
+        libs = self._ensure_libs()
+        self._write_config(self._claim_ports("broker", "controller"))
+        log4j = f"-Dlog4j.configuration=file:{self._home / 'log4j.properties'}"
+        jvm = [java, "-Xmx512m", "-XX:+ExitOnOutOfMemoryError", log4j, "-cp", f"{libs}/*"]
         if not (self._home / "data" / "meta.properties").exists():
             _progress(f"formatting Kafka storage in {self._home / 'data'}")
-            _run(
-                [
-                    *jvm,
-                    "kafka.tools.StorageTool",
-                    "format",
-                    "--ignore-formatted",
-                    "-t",
-                    _cluster_id(),
-                    "-c",
-                    self._config,
-                ],
-                what="kafka StorageTool format",
-                timeout=120,
-                cwd=self._home,
-            )
-        _progress(f"starting Kafka on {self.bootstrap} (log: {self._log})")
+            storage = ["kafka.tools.StorageTool", "format", "--ignore-formatted"]
+            storage += ["-t", _cluster_id(), "-c", str(self._config)]
+            _run([*jvm, *storage], what="Kafka storage format", timeout=120)
+        _progress(f"starting Kafka on {self.bootstrap} (log: {self._home / 'broker.log'})")
         # Detached through a shell that exits at once: the JVM is nobody's child here,
         # so it outlives this process without leaving zombies or ResourceWarnings.
-        launcher = 'out="$1"; shift; "$@" >"$out" 2>&1 </dev/null & echo $!'
-        out = _run(
-            [
-                "/bin/sh",
-                "-c",
-                launcher,
-                "sh",
-                self._home / "broker.out",
-                *jvm[:1],
-                "-Xmx512m",
-                "-XX:+ExitOnOutOfMemoryError",
-                *jvm[1:],
-                "kafka.Kafka",
-                self._config,
-            ],
-            what="launching Kafka",
-            timeout=30,
-            cwd=self._home,
-        )
-        pid = int(out.strip())
-        self._pid_file.write_text(f"{pid}\n")
+        detach = 'out="$1"; shift; "$@" >"$out" 2>&1 </dev/null & echo $!'
+        broker = [*jvm, "kafka.Kafka", str(self._config)]
+        launch = ["/bin/sh", "-c", detach, "sh", str(self._home / "broker.out"), *broker]
+        out = _run(launch, what="launching Kafka", timeout=30, cwd=self._home)
+        pid = int(out)
+        (self._home / "broker.pid").write_text(f"{pid}\n")
         self._wait_ready(pid)
 
     def _stop_locked(self) -> None:
-        pid = self.pid
-        if pid is not None:
-            os.kill(pid, signal.SIGTERM)
-            if not _wait_gone(pid, str(self._config), _KAFKA_STOP_BUDGET):
-                _progress(
-                    f"Kafka (pid {pid}) ignored SIGTERM for {_KAFKA_STOP_BUDGET:.0f}s; killing"
-                )
+        if (pid := self.pid) is not None:
+            os.kill(pid, signal.SIGTERM)  # controlled shutdown: logs flushed and closed
+            if not self._wait_gone(pid, _KAFKA_STOP_BUDGET):
+                _progress(f"Kafka (pid {pid}) ignored SIGTERM for {_KAFKA_STOP_BUDGET:.0f}s")
                 os.kill(pid, signal.SIGKILL)
-                _wait_gone(pid, str(self._config), 10.0)
-        self._pid_file.unlink(missing_ok=True)
+                self._wait_gone(pid, 10.0)
+        (self._home / "broker.pid").unlink(missing_ok=True)
+
+    def _wait_gone(self, pid: int, budget: float) -> bool:
+        deadline = time.monotonic() + budget
+        while _process_matches(pid, str(self._config)):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
 
     def _wait_ready(self, pid: int) -> None:
         """Wait until the broker answers a metadata request."""
         # log_level 0: librdkafka would print every refused connection while it boots.
         admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
-        deadline = time.monotonic() + _KAFKA_READY_TIMEOUT
+        deadline = time.monotonic() + _READY_TIMEOUT
         while True:
             if not _process_matches(pid, str(self._config)):
                 raise ServiceUnavailable(
-                    f"Kafka (pid {pid}) exited while starting\n{_tail(self._log)}"
+                    f"Kafka (pid {pid}) exited while starting\n{_tail(self._home / 'broker.log')}"
                     f"\n{_tail(self._home / 'broker.out')}"
                 )
             with contextlib.suppress(Exception):
@@ -763,49 +706,39 @@ class NativeKafka:
             if time.monotonic() > deadline:
                 raise ServiceUnavailable(
                     f"Kafka at {self.bootstrap} (pid {pid}) did not answer within"
-                    f" {_KAFKA_READY_TIMEOUT:.0f}s\n{_tail(self._log)}"
+                    f" {_READY_TIMEOUT:.0f}s\n{_tail(self._home / 'broker.log')}"
                 )
             time.sleep(0.2)
 
-    def _ensure_libs(self) -> None:
-        if (self._libs / ".complete").exists():
-            return
+    def _ensure_libs(self) -> Path:
+        """Resolve Kafka and its runtime dependencies into ``libs/`` once."""
+        libs = self._home / "libs"
+        if (libs / ".complete").exists():
+            return libs
         mvn = shutil.which("mvn")
         if mvn is None:
-            raise ServiceUnavailable("no `mvn` on PATH to fetch the Kafka jars; install Maven")
+            raise ServiceUnavailable("no `mvn` on PATH to fetch the Kafka jars: install Maven")
         build = self._home / "maven"
         build.mkdir(parents=True, exist_ok=True)
         (build / "pom.xml").write_text(_POM)
         partial = self._home / "libs.partial"
         shutil.rmtree(partial, ignore_errors=True)
         _progress(
-            f"fetching Kafka {KAFKA_VERSION} jars with Maven into {self._libs}"
+            f"fetching Kafka {KAFKA_VERSION} jars with Maven into {libs}"
             " (first start only; can take a minute)"
         )
         started = time.monotonic()
-        _run(
-            [
-                mvn,
-                "-B",
-                "-q",
-                "-f",
-                build / "pom.xml",
-                "dependency:copy-dependencies",
-                f"-DoutputDirectory={partial}",
-                "-DincludeScope=runtime",
-            ],
-            what="mvn dependency:copy-dependencies",
-            timeout=_SETUP_TIMEOUT,
-            cwd=build,
-        )
-        shutil.rmtree(self._libs, ignore_errors=True)
-        partial.rename(self._libs)
-        (self._libs / ".complete").touch()
-        jars = len(list(self._libs.glob("*.jar")))
+        goal = ["dependency:copy-dependencies", "-DincludeScope=runtime"]
+        goal += [f"-DoutputDirectory={partial}", "-f", str(build / "pom.xml")]
+        _run([mvn, "-B", "-q", *goal], what="Maven", timeout=_SETUP_TIMEOUT, cwd=build)
+        shutil.rmtree(libs, ignore_errors=True)
+        partial.rename(libs)  # all or nothing: an interrupted fetch is redone next time
+        (libs / ".complete").touch()
+        jars = len(list(libs.glob("*.jar")))
         _progress(f"fetched {jars} jars in {time.monotonic() - started:.0f}s")
+        return libs
 
-    def _write_config(self) -> None:
-        ports = self._ports()
+    def _write_config(self, ports: dict[str, int]) -> None:
         broker, controller = ports["broker"], ports["controller"]
         settings = {
             "process.roles": "broker,controller",
@@ -825,10 +758,11 @@ class NativeKafka:
             "auto.create.topics.enable": "false",  # an unknown topic is an error
         }
         self._config.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
+        # The log goes to a file: a test run's terminal is no place for broker chatter.
         (self._home / "log4j.properties").write_text(
             "log4j.rootLogger=INFO, file\n"
             "log4j.appender.file=org.apache.log4j.RollingFileAppender\n"
-            f"log4j.appender.file.File={self._log}\n"
+            f"log4j.appender.file.File={self._home / 'broker.log'}\n"
             "log4j.appender.file.MaxFileSize=20MB\n"
             "log4j.appender.file.MaxBackupIndex=2\n"
             "log4j.appender.file.layout=org.apache.log4j.PatternLayout\n"
@@ -836,37 +770,15 @@ class NativeKafka:
         )
 
 
+def _native_kafka_bootstrap() -> str:
+    broker = NativeKafka()
+    broker.start()
+    return broker.bootstrap
+
+
 def _cluster_id() -> str:
-    # Kafka's own Uuid.randomUuid() format; it too avoids a leading "-" (CLI parsing).
+    # Kafka's Uuid.randomUuid() format; like it, avoid a leading "-" (read as an option).
     while True:
         cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         if not cid.startswith("-"):
             return cid
-
-
-def _process_matches(pid: int, marker: str) -> bool:
-    """Whether ``pid`` is alive and its command line contains ``marker`` (not a reused pid)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:
-        if Path("/proc/self").exists():
-            return False
-        try:  # no /proc (macOS): liveness only
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    except OSError:
-        return False
-    return marker.encode() in cmdline  # a zombie's cmdline is empty
-
-
-def _wait_gone(pid: int, marker: str, budget: float) -> bool:
-    deadline = time.monotonic() + budget
-    while _process_matches(pid, marker):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
