@@ -152,9 +152,7 @@ class GroupConsumer:
         items = [self._workflow_for(env) for env in envelopes]
         self.stats.consumed += len(records)
         _faults.reached("before_record")
-        with self._lock:
-            held = set(self._handles) | self._foreign
-        recorded = self._record(items, held)
+        recorded = self._record(items, self._held())
         _faults.reached("after_record")
         # Only now, with the batch durable in Postgres, may Kafka move on.
         self._store_offsets(envelopes)
@@ -201,6 +199,15 @@ class GroupConsumer:
         key = None if env.key is None else env.key.decode("utf-8", "backslashreplace")
         source = Source(self.group, env.topic, env.partition, env.offset, key)
         return NewWorkflow(wid, sub.name, (env.to_json(),), source=source, failure=failure)
+
+    def _held(self) -> set[str]:
+        """Workflows this consumer holds: queued or running. Never claimed
+        again while held (a claim would bump the epoch and fence our own run)."""
+        with self._lock:
+            held = set(self._handles) | self._foreign
+            for sched in {id(s): s for s in self._scheds.values()}.values():
+                held.update(sched.workflow_ids())
+        return held
 
     def _record(self, items: list[NewWorkflow], held: set[str]) -> list[Any]:
         delay = 0.1
@@ -310,8 +317,7 @@ class GroupConsumer:
         run them first; keep a partition paused while a live executor still
         holds some, so per-key order survives the hand-over (DESIGN.md §5)."""
         for tp in sorted(self._handover):
-            with self._lock:
-                held = set(self._handles) | self._foreign
+            held = self._held()
             try:
                 claimed, busy = self.engine.claim_source(
                     Source(self.group, tp[0], tp[1], 0), holding=held

@@ -65,6 +65,9 @@ class Scheduler(Generic[T]):
     def holds(self, workflow_id: str) -> bool:
         return workflow_id in self._by_id
 
+    def workflow_ids(self) -> list[str]:
+        return list(self._by_id)
+
     def entry(self, workflow_id: str) -> Entry[T] | None:
         return self._by_id.get(workflow_id)
 

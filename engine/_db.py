@@ -96,15 +96,18 @@ class Database:
         check_url(url)
         self.url = url
         self._connect_timeout = connect_timeout
-        self._pool = ConnectionPool(
-            url,
+        self._pool_size = pool_size
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ConnectionPool[Connection]:
+        return ConnectionPool(
+            self.url,
             min_size=1,
-            max_size=pool_size,
+            max_size=self._pool_size,
             kwargs={"row_factory": dict_row, "autocommit": True},
             configure=_configure,
             open=False,
             timeout=30.0,
-            check=ConnectionPool.check_connection,
             name="onceflow",
         )
 
@@ -115,7 +118,9 @@ class Database:
         self._pool.open(wait=False)
 
     def close(self) -> None:
+        """Close the pool; a later open() starts a new one (a pool is single-use)."""
         self._pool.close()
+        self._pool = self._new_pool()
 
     def connect(self, *, autocommit: bool = True, dict_rows: bool = True) -> Connection:
         """A connection outside the pool (writers, heartbeats, migrations)."""

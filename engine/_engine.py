@@ -248,16 +248,21 @@ class Engine:
         if self._launched:
             return
         self._db.open()
-        if self._migrate:
-            _migrate.migrate(self._db, self.settings.schema_name)
-        else:
-            _migrate.check_migrated(self._db, self.settings.schema_name)
-        self._beat()
-        # Hand back what an earlier run under this executor ID left PENDING
-        # (fencing that run, were it still alive): recovery below and the
-        # heartbeat loop claim it as room allows. Claiming it as our own instead
-        # would leave all but the first claim's worth stuck under a live owner.
-        self._db.execute(self._q["release_all_owned"], {"owner": self.executor_id})
+        try:
+            if self._migrate:
+                _migrate.migrate(self._db, self.settings.schema_name)
+            else:
+                _migrate.check_migrated(self._db, self.settings.schema_name)
+            self._beat()
+            # Hand back what an earlier run under this executor ID left PENDING
+            # (fencing that run, were it still alive): recovery below and the
+            # heartbeat loop claim it as room allows. Claiming it as our own
+            # instead would leave all but the first claim's worth stuck under a
+            # live owner.
+            self._db.execute(self._q["release_all_owned"], {"owner": self.executor_id})
+        except BaseException:
+            self._db.close()  # a refused launch keeps no pool connecting in the background
+            raise
         for writer in self._writers:
             writer.start()
         self._runner.start()
@@ -428,8 +433,12 @@ class Engine:
     def resume(self, workflow_id: str) -> WorkflowHandle[Any]:
         """Run a workflow again under the same ID, after a fix: steps that
         completed are replayed from their records, the failed step and those
-        after it run again. A SUCCESS workflow is left as it is."""
+        after it run again. A SUCCESS workflow is left as it is, and so is one
+        running in this process."""
         self._require_launched()
+        if self._runner.is_active(workflow_id):
+            # Reopening would fence the run off, and leave nothing to run it.
+            return WorkflowHandle(self, workflow_id)
         with self._db.connection() as conn, conn.transaction():
             row = conn.execute(
                 self._q["reopen_workflow"],
@@ -487,42 +496,29 @@ class Engine:
         return [outcome[i.workflow_id] for i in batch]
 
     def _insert_batch(self, batch: Sequence[NewWorkflow]) -> set[str]:
-        cols: dict[str, list[Any]] = {
-            k: []
-            for k in (
-                "workflow_id",
-                "name",
-                "input",
-                "status",
-                "error",
-                "source_group",
-                "source_topic",
-                "source_partition",
-                "source_offset",
-                "ordering_key",
-            )
-        }
+        rows = []
         for item in batch:
             src = item.source
-            cols["workflow_id"].append(item.workflow_id)
-            cols["name"].append(item.name)
-            cols["input"].append(
-                dumps(
-                    {"args": list(item.args), "kwargs": item.kwargs},
-                    what=f"the input of {item.name!r}",
-                )
+            payload = {"args": list(item.args), "kwargs": item.kwargs}
+            rows.append(
+                {
+                    "workflow_id": item.workflow_id,
+                    "name": item.name,
+                    "input": orjson.Fragment(dumps(payload, what=f"the input of {item.name!r}")),
+                    "status": "PENDING" if item.failure is None else "ERROR",
+                    "error": item.failure,
+                    "source_group": src.group if src else None,
+                    "source_topic": src.topic if src else None,
+                    "source_partition": src.partition if src else None,
+                    "source_offset": src.offset if src else None,
+                    "ordering_key": src.ordering_key if src else None,
+                }
             )
-            cols["status"].append("PENDING" if item.failure is None else "ERROR")
-            cols["error"].append(
-                None if item.failure is None else orjson.dumps(item.failure).decode()
-            )
-            cols["source_group"].append(src.group if src else None)
-            cols["source_topic"].append(src.topic if src else None)
-            cols["source_partition"].append(src.partition if src else None)
-            cols["source_offset"].append(src.offset if src else None)
-            cols["ordering_key"].append(src.ordering_key if src else None)
-        rows = self._db.fetch_all(self._q["insert_workflows"], {"owner": self.executor_id, **cols})
-        return {r["workflow_id"] for r in rows}
+        inserted = self._db.fetch_all(
+            self._q["insert_workflows"],
+            {"owner": self.executor_id, "rows": orjson.dumps(rows).decode()},
+        )
+        return {r["workflow_id"] for r in inserted}
 
     def inspect(
         self, workflow_ids: Sequence[str], *, holding: Container[str] = ()

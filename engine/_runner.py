@@ -58,10 +58,11 @@ class Outcome:
 
 
 def error_record(exc: BaseException) -> dict[str, str]:
+    # NUL shown as "\x00": Postgres cannot store it, and the record must be stored.
     return {
         "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
+        "message": str(exc).replace("\x00", "\\x00"),
+        "traceback": "".join(traceback.format_exception(exc)).replace("\x00", "\\x00"),
     }
 
 

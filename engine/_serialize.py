@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import importlib
+import re
 from typing import Any
 
 import orjson
@@ -33,15 +34,28 @@ def _default(value: Any) -> Any:
     raise TypeError(type(value).__name__)
 
 
+# A NUL character, escaped by the encoder as \u0000 (after an even number of
+# backslashes, else the backslash itself was escaped): Postgres jsonb refuses it.
+_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
 def dumps(value: Any, *, what: str = "value") -> str:
     """Encode `value` as JSON text; raise SerializationError naming `what` if it can't be."""
     try:
-        return orjson.dumps(value, default=_default, option=orjson.OPT_NON_STR_KEYS).decode()
+        text = orjson.dumps(value, default=_default, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError as exc:
         raise SerializationError(
             f"{what} cannot be stored as JSON ({exc}); pass JSON-compatible values, "
             "pydantic models or bytes"
         ) from exc
+    # Caught here, not by Postgres: there it would fail the whole batch of
+    # checkpoints it is written with, other workflows' included.
+    if "\\u0000" in text and _NUL.search(text):
+        raise SerializationError(
+            f"{what} holds a NUL character (\\x00) in a string, which Postgres cannot store; "
+            "remove it, or pass the data as bytes"
+        )
+    return text
 
 
 def _revive(value: Any) -> Any:

@@ -21,6 +21,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
+import orjson
 import psycopg
 
 from ._db import RETRYABLE, Database
@@ -301,19 +302,20 @@ class CheckpointWriter:
     ) -> set[tuple[str, int]]:
         if not steps:
             return set()
-        rows = conn.execute(
-            self._q["write_steps"],
+        rows = [
             {
-                "workflow_id": [j.workflow_id for j in steps],
-                "step": [j.step for j in steps],
-                "name": [j.name for j in steps],
-                "output": [j.output for j in steps],
-                "error": [j.error for j in steps],
-                "started_at": [j.started_at for j in steps],
-                "epoch": [j.epoch for j in steps],
-            },
-        ).fetchall()
-        return {(wid, step) for wid, step in rows}
+                "workflow_id": j.workflow_id,
+                "step": j.step,
+                "name": j.name,
+                "output": _fragment(j.output),
+                "error": _fragment(j.error),
+                "started_at": j.started_at,
+                "epoch": j.epoch,
+            }
+            for j in steps
+        ]
+        found = conn.execute(self._q["write_steps"], {"rows": _document(rows)}).fetchall()
+        return {(wid, step) for wid, step in found}
 
     @staticmethod
     def _record_steps(
@@ -329,19 +331,18 @@ class CheckpointWriter:
         completes = [j for j in batch if isinstance(j, _CompleteJob)]
         if not completes:
             return
-        done = {
-            row[0]
-            for row in conn.execute(
-                self._q["complete_workflows"],
-                {
-                    "workflow_id": [j.workflow_id for j in completes],
-                    "epoch": [j.epoch for j in completes],
-                    "status": [j.status for j in completes],
-                    "output": [j.output for j in completes],
-                    "error": [j.error for j in completes],
-                },
-            ).fetchall()
-        }
+        rows = [
+            {
+                "workflow_id": j.workflow_id,
+                "epoch": j.epoch,
+                "status": j.status,
+                "output": _fragment(j.output),
+                "error": _fragment(j.error),
+            }
+            for j in completes
+        ]
+        found = conn.execute(self._q["complete_workflows"], {"rows": _document(rows)}).fetchall()
+        done = {row[0] for row in found}
         for c in completes:
             results[id(c)] = c.workflow_id in done
 
@@ -376,6 +377,15 @@ class CheckpointWriter:
                 raise
             return TxResult(TxVerdict.FAILED, error=exc)
         return TxResult(TxVerdict.COMMITTED, value=value)
+
+
+def _fragment(json_text: str | None) -> orjson.Fragment | None:
+    """JSON already encoded, embedded as is in the batch document."""
+    return None if json_text is None else orjson.Fragment(json_text)
+
+
+def _document(rows: list[dict[str, Any]]) -> str:
+    return orjson.dumps(rows).decode()
 
 
 class _Refused(Exception):
