@@ -1,0 +1,1 @@
+"""The orders example: `app` bills each order exactly once, `produce` makes sample orders."""
