@@ -35,8 +35,18 @@ def workflow_id(group: str, topic: str, topic_id: str, partition: int, offset: i
 
 
 def parse_workflow_id(value: str) -> tuple[str, str, str, int, int]:
-    """Inverse of `workflow_id`: (group, topic, topic_id, partition, offset)."""
-    prefix, topic, topic_id, partition, offset, group = value.split(":", 5)
-    if prefix != "kafka":
+    """Inverse of `workflow_id`: (group, topic, topic_id, partition, offset).
+
+    Raises:
+        ValueError: for any string `workflow_id` would never produce.
+    """
+    parts = value.split(":", 5)
+    if len(parts) != 6 or parts[0] != "kafka":
         raise ValueError(f"{value!r} is not a Kafka workflow ID")
-    return group, topic, topic_id, int(partition), int(offset)
+    _, topic, topic_id, partition, offset, group = parts
+    if not (partition.isdigit() and offset.isdigit()):
+        raise ValueError(f"{value!r} is not a Kafka workflow ID: bad partition or offset")
+    parsed = (group, topic, topic_id, int(partition), int(offset))
+    if workflow_id(*parsed) != value:  # also validates every field
+        raise ValueError(f"{value!r} is not a Kafka workflow ID")
+    return parsed

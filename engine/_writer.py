@@ -90,6 +90,12 @@ class CheckpointWriter:
             target=self._loop, name=f"onceflow-writer-{index}", daemon=True
         )
         self._stopping = threading.Event()
+        # _take sets _stop_taken on the stop sentinel; _closed is set (under the
+        # lock) once the thread takes no more jobs: later ones fail at once
+        # instead of waiting for a writer that is gone.
+        self._stop_taken = False
+        self._closed = False
+        self._lock = threading.Lock()
         self._conn: psycopg.Connection[Any] | None = None
         self.batches = 0
         self.jobs = 0
@@ -151,34 +157,37 @@ class CheckpointWriter:
         return self._submit(job)
 
     def _submit(self, job: _Job) -> Future[Any]:
-        if self._stopping.is_set() and not self._thread.is_alive():
-            job.future.set_exception(OnceflowError("the engine is shut down"))
-        else:
-            self._queue.put(job)
+        with self._lock:
+            if self._closed:
+                job.future.set_exception(OnceflowError("the engine is shut down"))
+            else:
+                self._queue.put(job)
         return job.future
 
     # -- the writer thread ----------------------------------------------------
 
     def _take(self) -> list[_Job]:
-        first = self._queue.get()
-        batch: list[_Job] = [] if first is None else [first]
-        while len(batch) < self._max_batch:
+        """The jobs queued now (at most max_batch), up to the stop sentinel."""
+        batch: list[_Job] = []
+        job = self._queue.get()
+        while job is not None:
+            batch.append(job)
+            if len(batch) >= self._max_batch:
+                return batch
             try:
                 job = self._queue.get_nowait()
             except queue.Empty:
-                break
-            if job is not None:
-                batch.append(job)
+                return batch
+        # The sentinel: stop after this batch, even while jobs keep coming.
+        self._stop_taken = True
         return batch
 
     def _loop(self) -> None:
-        while True:
+        while not self._stop_taken:
             batch = self._take()
-            if not batch:
-                if self._stopping.is_set():
-                    return
-                continue
-            self._write_until_done(batch)
+            if batch:
+                self._write_until_done(batch)
+        self._close()
 
     def _write_until_done(self, batch: list[_Job]) -> None:
         # Postgres down is waited out, never turned into lost work (DESIGN.md §7).
@@ -212,6 +221,21 @@ class CheckpointWriter:
             for job, result in zip(batch, results, strict=True):
                 job.future.set_result(result)
             return
+
+    def _close(self) -> None:
+        """Take no more jobs; fail those queued after the stop, so their waiters
+        get an error instead of waiting for ever."""
+        with self._lock:
+            self._closed = True
+        left: list[_Job] = []
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                left.append(job)
+        self._fail(left, OnceflowError("the engine is shut down"))
 
     def _fail(self, batch: list[_Job], exc: BaseException) -> None:
         for job in batch:
