@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,8 @@ class WorkflowContext:
     recorded: dict[int, dict[str, Any]] = field(default_factory=dict)
     next_step: int = 1
     in_step: bool = False
+    # The last plain-step checkpoint, written behind the workflow.
+    behind: Future[bool] | None = None
 
     def take_step_number(self) -> int:
         n = self.next_step

@@ -213,6 +213,7 @@ def call_step(spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
     recorded = ctx.recorded.get(number)
     if recorded is not None:
         return _replay(ctx, number, spec.name, recorded)
+    _check_behind(ctx)
     started = datetime.now(UTC)
     step_token = _step.set(number)
     ctx.in_step = True
@@ -230,7 +231,7 @@ def call_step(spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
     # transaction step, the completion) can be durable before this checkpoint
     # is; a crash before it only re-runs this plain step, which is
     # at-least-once by contract (DESIGN.md §1.4).
-    ctx.engine._writer_for(ctx.workflow_id).write_step(
+    ctx.behind = ctx.engine._writer_for(ctx.workflow_id).write_step(
         ctx.workflow_id,
         ctx.epoch,
         number,
@@ -240,6 +241,19 @@ def call_step(spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
         started_at=started,
     )
     return value
+
+
+def _check_behind(ctx: WorkflowContext) -> None:
+    """Stop before the next step if the last checkpoint written behind us was
+    refused and the workflow is no longer ours (claimed or cancelled). Costs
+    nothing while that checkpoint is still queued or was written."""
+    behind = ctx.behind
+    if behind is None or not behind.done():
+        return
+    ctx.behind = None
+    refused = behind.exception() is None and not behind.result()
+    if refused and not ctx.engine._holds(ctx.workflow_id, ctx.epoch):
+        raise WorkflowFencedError(ctx.workflow_id, ctx.epoch)
 
 
 def call_transaction(
@@ -256,6 +270,7 @@ def call_transaction(
     recorded = ctx.recorded.get(number)
     if recorded is not None:
         return _replay(ctx, number, spec.name, recorded)
+    _check_behind(ctx)
     started = datetime.now(UTC)
     writer = ctx.engine._writer_for(ctx.workflow_id)
     attempt = 0
