@@ -231,7 +231,8 @@ def call_step(spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
     # transaction step, the completion) can be durable before this checkpoint
     # is; a crash before it only re-runs this plain step, which is
     # at-least-once by contract (DESIGN.md §1.4).
-    ctx.behind = ctx.engine._writer_for(ctx.workflow_id).write_step(
+    writer = ctx.engine._writer_for(ctx.workflow_id)
+    ctx.behind = writer.write_step(
         ctx.workflow_id,
         ctx.epoch,
         number,
@@ -240,7 +241,14 @@ def call_step(spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
         error=None,
         started_at=started,
     )
+    if writer.backlog() > _MAX_BEHIND:
+        # Bounded memory: when checkpoints queue faster than they commit,
+        # wait for this one like a transaction step would.
+        ctx.behind.result()
     return value
+
+
+_MAX_BEHIND = 20_000
 
 
 def _check_behind(ctx: WorkflowContext) -> None:

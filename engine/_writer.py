@@ -156,6 +156,10 @@ class CheckpointWriter:
         job = _CompleteJob(workflow_id, epoch, status=status, output=output, error=error)
         return self._submit(job)
 
+    def backlog(self) -> int:
+        """Jobs queued and not yet taken into a batch."""
+        return self._queue.qsize()
+
     def _submit(self, job: _Job) -> Future[Any]:
         with self._lock:
             if self._closed:
