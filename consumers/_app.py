@@ -17,7 +17,7 @@ from ._config import check_reserved, kafka_settings
 from ._event import Envelope
 from ._group import GroupConsumer
 from ._scheduler import Ordering
-from ._subscription import ORDERINGS, Subscription
+from ._subscription import EXECUTIONS, ORDERINGS, Execution, Subscription
 from ._topics import describe_topics
 
 log = logging.getLogger("onceflow.app")
@@ -70,6 +70,7 @@ class KafkaApp:
         max_in_flight: int = 256,
         max_buffered: int | None = None,
         name: str | None = None,
+        execution: Execution = "workers",
         consumer_config: dict[str, Any] | None = None,
     ) -> Callable[[H], H]:
         """Run the decorated handler as a durable workflow for every record of
@@ -83,6 +84,13 @@ class KafkaApp:
                 (default 4 x max_in_flight, at least 1,000).
             name: the workflow name (default `kafka:{group}:{module.function}`);
                 keep it stable across deploys, recovery looks workflows up by it.
+            execution: "workers" (default) runs each workflow on a worker
+                thread, its steps checkpointed by the group-commit writers.
+                "inline" runs fresh records in the consumer thread, in offset
+                order, inside the transaction that records their batch: one
+                commit per poll batch, for handlers without slow calls (a
+                handler that raises sends its batch the "workers" way, where
+                steps retry).
             consumer_config: extra confluent-kafka consumer settings.
         """
         if not topics:
@@ -92,6 +100,10 @@ class KafkaApp:
         if ordering not in ORDERINGS:
             raise ConfigurationError(
                 f"ordering must be one of {', '.join(ORDERINGS)}, not {ordering!r}"
+            )
+        if execution not in EXECUTIONS:
+            raise ConfigurationError(
+                f"execution must be one of {', '.join(EXECUTIONS)}, not {execution!r}"
             )
         if max_in_flight < 1:
             raise ConfigurationError(f"max_in_flight must be at least 1, got {max_in_flight}")
@@ -119,6 +131,7 @@ class KafkaApp:
                 ordering=ordering,
                 max_in_flight=max_in_flight,
                 max_buffered=max_buffered or max(1000, 4 * max_in_flight),
+                execution=execution,
                 consumer_config=extra,
             )
 

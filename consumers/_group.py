@@ -23,6 +23,7 @@ from engine import (
     DatabaseUnavailableError,
     Disposition,
     Engine,
+    InlinePolicy,
     NewWorkflow,
     Source,
     Status,
@@ -152,7 +153,7 @@ class GroupConsumer:
         items = [self._workflow_for(env) for env in envelopes]
         self.stats.consumed += len(records)
         _faults.reached("before_record")
-        recorded = self._record(items, self._held())
+        recorded = self._record(items, self._held(), envelopes)
         _faults.reached("after_record")
         # Only now, with the batch durable in Postgres, may Kafka move on.
         self._store_offsets(envelopes)
@@ -163,6 +164,10 @@ class GroupConsumer:
                 if tp not in self._assigned:  # revoked while we were recording
                     if rec.claimed is not None:
                         release.append(rec.workflow_id)
+                    continue
+                if rec.disposition is Disposition.COMPLETED:
+                    self.stats.recorded += 1
+                    self.stats.succeeded += 1
                     continue
                 if rec.disposition is Disposition.NEW:
                     self.stats.recorded += 1
@@ -209,11 +214,46 @@ class GroupConsumer:
                 held.update(sched.workflow_ids())
         return held
 
-    def _record(self, items: list[NewWorkflow], held: set[str]) -> list[Any]:
+    def _inline_policy(self, envelopes: list[Envelope]) -> InlinePolicy | None:
+        """Which fresh records run inline (subscriptions with execution="inline"):
+        only those whose lane holds nothing earlier, here or in the batch, so
+        that running them now keeps their order (DESIGN.md §5)."""
+        if not any(s.execution == "inline" for s in self.routes.values()):
+            return None
+        lanes: dict[tuple[int, str, int], tuple[TP, object] | None] = {}
+        for env in envelopes:
+            sched = self._scheds[env.topic]
+            lanes[env.offset, env.topic, env.partition] = sched.lane_of(
+                (env.topic, env.partition), env.key
+            )
+        blocked: set[object] = set()
+
+        def policy(item: NewWorkflow, fresh: bool) -> bool:
+            src = item.source
+            assert src is not None
+            lane = lanes[src.offset, src.topic, src.partition]
+            sched = self._scheds[src.topic]
+            with self._lock:
+                runnable = (
+                    fresh
+                    and self.routes[src.topic].execution == "inline"
+                    and lane not in blocked
+                    and not sched.lane_busy(lane)
+                )
+            if not runnable and lane is not None and item.failure is None:
+                blocked.add(lane)
+            return runnable
+
+        return policy
+
+    def _record(
+        self, items: list[NewWorkflow], held: set[str], envelopes: list[Envelope]
+    ) -> list[Any]:
         delay = 0.1
         while True:
             try:
-                return self.engine.record(items, holding=held)
+                inline = self._inline_policy(envelopes)
+                return self.engine.record(items, holding=held, inline=inline)
             except DatabaseUnavailableError as exc:
                 # No offset is stored while Postgres is away; the batch waits
                 # here and Kafka keeps the records (DESIGN.md §7).

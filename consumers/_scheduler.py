@@ -62,6 +62,20 @@ class Scheduler(Generic[T]):
             return ("partition",)
         return ("key", key)
 
+    def lane_of(self, tp: TP, key: bytes | None) -> tuple[TP, object] | None:
+        """The lane a record would join; None when it would be alone
+        (`ordering="none"`)."""
+        if self.ordering == "none":
+            return None
+        return (tp, self._lane(tp, key))
+
+    def lane_busy(self, lane: tuple[TP, object] | None) -> bool:
+        """Whether earlier workflows of this lane are still queued or running."""
+        if lane is None:
+            return False
+        part = self._parts.get(lane[0])
+        return part is not None and bool(part.lanes.get(lane[1]))
+
     def holds(self, workflow_id: str) -> bool:
         return workflow_id in self._by_id
 

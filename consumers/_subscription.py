@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
@@ -12,6 +12,8 @@ from ._event import Envelope, Event
 from ._scheduler import Ordering
 
 ORDERINGS: tuple[Ordering, ...] = ("key", "partition", "none")
+Execution = Literal["workers", "inline"]
+EXECUTIONS: tuple[Execution, ...] = ("workers", "inline")
 
 
 class BadRecord(Exception):
@@ -32,6 +34,7 @@ class Subscription:
     ordering: Ordering
     max_in_flight: int
     max_buffered: int
+    execution: Execution = "workers"
     consumer_config: dict[str, Any] = field(default_factory=dict)
 
     def decode(self, envelope: Envelope, workflow_id: str) -> Event[Any]:

@@ -21,6 +21,7 @@ from ._errors import (
     WorkflowFencedError,
     WorkflowNotFoundError,
 )
+from ._inline import InlinePolicy
 from ._migrate import migrate_database
 from ._models import (
     Claimed,
@@ -40,6 +41,7 @@ __all__ = [
     "DatabaseUnavailableError",
     "Disposition",
     "Engine",
+    "InlinePolicy",
     "MigrationError",
     "NewWorkflow",
     "NonDeterministicWorkflowError",

@@ -11,6 +11,7 @@ from ._errors import OnceflowError
 
 if TYPE_CHECKING:
     from ._engine import Engine
+    from ._inline import InlineBatch
 
 
 @dataclass
@@ -24,6 +25,8 @@ class WorkflowContext:
     in_step: bool = False
     # The last plain-step checkpoint, written behind the workflow.
     behind: Future[bool] | None = None
+    # Set when the workflow runs inside the transaction recording it (_inline.py).
+    inline: InlineBatch | None = None
 
     def take_step_number(self) -> int:
         n = self.next_step

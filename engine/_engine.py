@@ -16,9 +16,9 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 import orjson
 import psycopg
 
-from . import _migrate
+from . import _inline, _migrate
 from ._config import build_settings
-from ._db import Database, Row
+from ._db import Database, Row, translate
 from ._errors import (
     OnceflowError,
     SerializationError,
@@ -27,6 +27,7 @@ from ._errors import (
     WorkflowFailedError,
     WorkflowNotFoundError,
 )
+from ._inline import InlineAbort, InlinePolicy
 from ._models import (
     Claimed,
     Disposition,
@@ -165,6 +166,7 @@ class Engine:
         ]
         self._runner = Runner(self, self.settings.workers)
         self._stop = threading.Event()
+        self._inline_conns: dict[int, psycopg.Connection[Any]] = {}
         self._heartbeat_thread: threading.Thread | None = None
         self._launched = False
         self._closed = False
@@ -299,6 +301,8 @@ class Engine:
                 "could not release work at shutdown (it will be claimed after the lease): %s", exc
             )
         self._runner.stop()
+        for conn in list(self._inline_conns.values()):
+            conn.close()
         self._db.close()
 
     def __enter__(self) -> Engine:
@@ -458,7 +462,11 @@ class Engine:
     # -- for integrations that feed workflows from a source (consumers) -------
 
     def record(
-        self, batch: Sequence[NewWorkflow], *, holding: Container[str] = ()
+        self,
+        batch: Sequence[NewWorkflow],
+        *,
+        holding: Container[str] = (),
+        inline: InlinePolicy | None = None,
     ) -> list[Recorded]:
         """Record a batch of workflows in one statement, then sort out the ones
         that already existed (DESIGN.md §4 step 3).
@@ -468,14 +476,29 @@ class Engine:
         says which to run (`claimed` is set) and which to leave. `holding`
         names workflows the caller already holds (queued to run): never claimed
         again, they come back BUSY.
+
+        With `inline`, the fresh workflows it picks (called in batch order with
+        each item and whether it was inserted now) run to completion inside the
+        recording transaction and come back COMPLETED (see _inline.py). If one
+        of them raises, the batch is recorded the ordinary way instead.
         """
         self._require_launched()
         if not batch:
             return []
-        inserted = self._insert_batch(batch)
+        inserted: set[str] | None = None
+        completed: set[str] = set()
+        if inline is not None:
+            try:
+                inserted, completed = self._record_inline(batch, inline)
+            except InlineAbort as exc:
+                log.info("inline batch of %d falls back to ordinary runs: %s", len(batch), exc)
+        if inserted is None:
+            inserted = self._insert_batch(batch)
         outcome: dict[str, Recorded] = {}
         for item in batch:
-            if item.workflow_id in inserted:
+            if item.workflow_id in completed:
+                outcome[item.workflow_id] = Recorded(item.workflow_id, Disposition.COMPLETED)
+            elif item.workflow_id in inserted:
                 if item.failure is not None:  # recorded straight into ERROR: nothing to run
                     outcome[item.workflow_id] = Recorded(item.workflow_id, Disposition.NEW)
                 else:
@@ -495,28 +518,42 @@ class Engine:
             outcome.update(self.inspect(existing, holding=holding))
         return [outcome[i.workflow_id] for i in batch]
 
+    def _record_inline(
+        self, batch: Sequence[NewWorkflow], policy: InlinePolicy
+    ) -> tuple[set[str], set[str]]:
+        conn = self._inline_connection()
+        try:
+            # Pipeline mode: the users' statements go out without waiting for
+            # each answer; an error in one surfaces at the next sync.
+            with conn.pipeline():
+                return _inline.run_batch(
+                    self, conn, batch, policy, lambda c: self._insert_on(c, batch)
+                )
+        except InlineAbort:
+            raise
+        except psycopg.Error as exc:
+            if conn.closed or conn.broken:
+                self._inline_conns.pop(threading.get_ident(), None)
+                raise translate(exc, self._db.url) from exc
+            raise InlineAbort(f"{type(exc).__name__}: {exc}") from exc
+
+    def _inline_connection(self) -> psycopg.Connection[Any]:
+        # One per recording thread (one per consumer group), with psycopg's
+        # default tuple rows: users' transaction steps run on it.
+        conn = self._inline_conns.get(threading.get_ident())
+        if conn is None or conn.closed:
+            conn = self._db.connect(dict_rows=False)
+            self._inline_conns[threading.get_ident()] = conn
+        return conn
+
+    def _insert_on(self, conn: psycopg.Connection[Any], batch: Sequence[NewWorkflow]) -> set[str]:
+        params = {"owner": self.executor_id, "rows": _batch_document(batch)}
+        return {row[0] for row in conn.execute(self._q["insert_workflows"], params).fetchall()}
+
     def _insert_batch(self, batch: Sequence[NewWorkflow]) -> set[str]:
-        rows = []
-        for item in batch:
-            src = item.source
-            payload = {"args": list(item.args), "kwargs": item.kwargs}
-            rows.append(
-                {
-                    "workflow_id": item.workflow_id,
-                    "name": item.name,
-                    "input": orjson.Fragment(dumps(payload, what=f"the input of {item.name!r}")),
-                    "status": "PENDING" if item.failure is None else "ERROR",
-                    "error": item.failure,
-                    "source_group": src.group if src else None,
-                    "source_topic": src.topic if src else None,
-                    "source_partition": src.partition if src else None,
-                    "source_offset": src.offset if src else None,
-                    "ordering_key": src.ordering_key if src else None,
-                }
-            )
         inserted = self._db.fetch_all(
             self._q["insert_workflows"],
-            {"owner": self.executor_id, "rows": orjson.dumps(rows).decode()},
+            {"owner": self.executor_id, "rows": _batch_document(batch)},
         )
         return {r["workflow_id"] for r in inserted}
 
@@ -666,6 +703,29 @@ class Engine:
             ),
             what="reading a step",
         )
+
+
+def _batch_document(batch: Sequence[NewWorkflow]) -> str:
+    """A batch of workflow rows as one JSON document (see insert_workflows)."""
+    rows = []
+    for item in batch:
+        src = item.source
+        payload = {"args": list(item.args), "kwargs": item.kwargs}
+        rows.append(
+            {
+                "workflow_id": item.workflow_id,
+                "name": item.name,
+                "input": orjson.Fragment(dumps(payload, what=f"the input of {item.name!r}")),
+                "status": "PENDING" if item.failure is None else "ERROR",
+                "error": item.failure,
+                "source_group": src.group if src else None,
+                "source_topic": src.topic if src else None,
+                "source_partition": src.partition if src else None,
+                "source_offset": src.offset if src else None,
+                "ordering_key": src.ordering_key if src else None,
+            }
+        )
+    return orjson.dumps(rows).decode()
 
 
 def _claimed(row: Row) -> Claimed:

@@ -57,6 +57,7 @@ class Disposition(StrEnum):
     CLAIMED = "claimed"  # existed PENDING without a live owner; now ours: run it
     FINISHED = "finished"  # already final (or recorded as ERROR on input): nothing to do
     BUSY = "busy"  # PENDING under another live executor: leave it
+    COMPLETED = "completed"  # inserted now and run to completion inline: done
 
 
 @dataclass(frozen=True)

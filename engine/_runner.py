@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import psycopg
 
+from . import _inline
 from ._context import WorkflowContext, _step, _workflow, current
 from ._errors import (
     NonDeterministicWorkflowError,
@@ -210,6 +211,10 @@ def call_step(spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
         # Outside a workflow, or a step inside a step: an ordinary call.
         return _with_retries(spec, lambda: spec.fn(*args, **kwargs))
     number = ctx.take_step_number()
+    if ctx.inline is not None:
+        return _inline.run_step(
+            ctx, ctx.inline, number, spec.name, lambda: spec.fn(*args, **kwargs)
+        )
     recorded = ctx.recorded.get(number)
     if recorded is not None:
         return _replay(ctx, number, spec.name, recorded)
@@ -275,6 +280,11 @@ def call_transaction(
         with engine._db.connect(dict_rows=False) as conn, conn.transaction():
             return spec.fn(conn, *args, **kwargs)
     number = ctx.take_step_number()
+    inline = ctx.inline
+    if inline is not None:
+        return _inline.run_step(
+            ctx, inline, number, spec.name, lambda: spec.fn(inline.conn, *args, **kwargs)
+        )
     recorded = ctx.recorded.get(number)
     if recorded is not None:
         return _replay(ctx, number, spec.name, recorded)

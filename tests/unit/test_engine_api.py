@@ -15,6 +15,7 @@ PUBLIC = [
     "DatabaseUnavailableError",
     "Disposition",
     "Engine",
+    "InlinePolicy",
     "MigrationError",
     "NewWorkflow",
     "NonDeterministicWorkflowError",
