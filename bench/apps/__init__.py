@@ -1,0 +1,1 @@
+"""The consumers the benchmark runs as subprocesses, one module each."""

@@ -1,0 +1,131 @@
+"""Produce→complete latency of Onceflow at a fixed offered load.
+
+The service starts on an empty topic and waits for its partitions; then a
+rate-limited producer offers `rate` records a second. Each record's latency
+is read from Postgres afterwards:
+
+- produce→effect: `done_at` (`clock_timestamp()` when the transaction step's
+  INSERT ran) minus the record's CreateTime;
+- produce→complete: the workflow's `updated_at` (`now()` of the transaction
+  that moved it to SUCCESS, i.e. that transaction's start) minus CreateTime.
+
+The first `warmup` seconds of records are left out of the percentiles.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import psycopg
+
+from bench import infra
+from bench.infra import STATE_DIR, Poller, Services
+from bench.measure import CpuMeter
+from bench.runs import (
+    OnceflowOptions,
+    ServiceGroup,
+    Topic,
+    onceflow_env,
+    onceflow_result,
+    wait_done,
+)
+
+QUANTILES = (0.50, 0.95, 0.99, 1.0)
+
+
+@dataclass
+class LatencyResult:
+    offered: float
+    achieved: float
+    measured: int  # records in the percentiles
+    warmup: int  # records left out
+    effect_ms: dict[float, float] = field(default_factory=dict)
+    complete_ms: dict[float, float] = field(default_factory=dict)
+    peak_rss: int | None = None
+    busy: float = 0.0
+    duplicates: int = 0
+    missing: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def percentiles(values: list[float]) -> dict[float, float]:
+    """Nearest-rank percentiles of QUANTILES."""
+    ordered = sorted(values)
+    if not ordered:
+        return {}
+    n = len(ordered)
+    return {q: ordered[min(n - 1, max(0, math.ceil(q * n) - 1))] for q in QUANTILES}
+
+
+def run_latency(
+    svc: Services,
+    partitions: int,
+    rate: float,
+    seconds: float,
+    *,
+    warmup: float = 2.0,
+    extra_env: dict[str, str] | None = None,
+) -> LatencyResult:
+    topic_name = infra.unique("ofbench-lat-")
+    infra.create_topic(svc.bootstrap, topic_name, partitions)
+    name, group = infra.unique("ofbench_lat_"), infra.unique("ofbench-lat-")
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    try:
+        with infra.fresh_database(svc.server_url, name) as url:
+            env = onceflow_env(svc, url, topic_name, group, extra_env or {})
+            services = ServiceGroup(env, [STATE_DIR / f"{name}.log"])
+            meter = CpuMeter(name)
+            poller = Poller(url)
+            try:
+                infra.wait_group_stable(svc.bootstrap, group, 1, partitions)
+                time.sleep(1.0)  # assigned partitions resume after the hand-over check
+                meter.start()
+                progress = infra.Progress(every=5.0)
+                began = time.monotonic()
+                sent = infra.produce_at_rate(
+                    svc.bootstrap,
+                    topic_name,
+                    rate,
+                    warmup + seconds,
+                    on_tick=lambda n: progress.show(
+                        f"latency: offered {n:,} records at {rate:,.0f}/s"
+                    ),
+                )
+                achieved = sent / (time.monotonic() - began)
+                progress.done()
+                ends = infra.end_offsets(svc.bootstrap, topic_name, partitions)
+                topic = Topic(topic_name, partitions, ends)
+                wait_done(services, poller, meter, sent, "latency drain", OnceflowOptions())
+                peak = services.peak_rss()
+                meter.stop()
+            finally:
+                poller.close()
+                services.stop()
+            skip = int(rate * warmup)
+            with psycopg.connect(url, autocommit=True) as conn:
+                rows = conn.execute(
+                    "SELECT extract(epoch FROM e.done_at) * 1000 - e.produced_ms,"
+                    " extract(epoch FROM w.updated_at) * 1000 - e.produced_ms"
+                    " FROM bench_effects e JOIN onceflow.workflows w"
+                    " ON w.source_partition = e.part AND w.source_offset = e.off"
+                    " WHERE e.event_id >= %s",
+                    [skip],
+                ).fetchall()
+                check = onceflow_result(conn, topic, "latency")
+    finally:
+        infra.delete_topics(svc.bootstrap, [topic_name])
+    return LatencyResult(
+        offered=rate,
+        achieved=achieved,
+        measured=len(rows),
+        warmup=min(skip, sent),
+        effect_ms=percentiles([float(r[0]) for r in rows]),
+        complete_ms=percentiles([float(r[1]) for r in rows]),
+        peak_rss=peak,
+        busy=meter.machine_busy,
+        duplicates=check.duplicates,
+        missing=check.missing,
+        problems=check.problems,
+    )

@@ -1,0 +1,137 @@
+"""Measuring the runs: processes' memory and CPU, Postgres backends, the machine.
+
+Linux first (VmHWM, /proc), through psutil; Postgres backends are told
+apart by their process title, which names their database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import psutil  # type: ignore[import-untyped,unused-ignore]
+import psycopg
+
+
+def vm_hwm(pid: int) -> int | None:
+    """Peak resident set size of a live process (Linux VmHWM), bytes."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        t = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(t.user + t.system)
+
+
+def backend_cpu(database: str) -> dict[int, float]:
+    """CPU seconds of each Postgres backend connected to `database`, by pid."""
+    found: dict[int, float] = {}
+    marker = f" {database} "
+    for proc in psutil.process_iter(["name", "cmdline", "cpu_times"]):
+        info = proc.info
+        cmdline = info.get("cmdline") or []
+        if info.get("name") != "postgres" or not cmdline or marker not in cmdline[0]:
+            continue
+        t = info.get("cpu_times")
+        if t is not None:
+            found[proc.pid] = float(t.user + t.system)
+    return found
+
+
+class CpuMeter:
+    """CPU used by some processes, by Postgres backends of one database, and by
+    the whole machine, between `start()` and `stop()` (sampled as it goes, so a
+    backend that exits keeps what it used up to its last sample)."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self.pids: list[int] = []
+        self._proc0: dict[int, float] = {}
+        self._proc: dict[int, float] = {}
+        self._pg0: dict[int, float] = {}
+        self._pg: dict[int, float] = {}
+        self._machine0 = psutil.cpu_times()
+        self._machine1 = self._machine0
+
+    def watch(self, pid: int) -> None:
+        self.pids.append(pid)
+
+    def start(self) -> None:
+        self.sample()
+        self._proc0, self._pg0 = dict(self._proc), dict(self._pg)
+        self._machine0 = psutil.cpu_times()
+
+    def sample(self) -> None:
+        for pid in self.pids:
+            used = cpu_seconds(pid)
+            if used:
+                self._proc[pid] = used
+        self._pg.update(backend_cpu(self.database))
+        self._machine1 = psutil.cpu_times()
+
+    def stop(self) -> None:
+        self.sample()
+
+    @property
+    def process_seconds(self) -> float:
+        return sum(v - self._proc0.get(pid, 0.0) for pid, v in self._proc.items())
+
+    @property
+    def postgres_seconds(self) -> float:
+        return sum(v - self._pg0.get(pid, 0.0) for pid, v in self._pg.items())
+
+    @property
+    def machine_busy(self) -> float:
+        """Share of all cores busy (0..1)."""
+        a, b = self._machine0, self._machine1
+        total = sum(b) - sum(a)
+        idle = (b.idle - a.idle) + (getattr(b, "iowait", 0.0) - getattr(a, "iowait", 0.0))
+        return 0.0 if total <= 0 else 1.0 - idle / total
+
+
+def top_statements(server_url: str, database: str, limit: int = 8) -> list[str]:
+    """The statements that took most of Postgres' time in `database`, if the
+    server has pg_stat_statements (shared_preload_libraries); else nothing."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        try:
+            rows = conn.execute(
+                "SELECT s.calls, s.total_exec_time, s.rows, regexp_replace(s.query, '\\s+', ' ', 'g')"
+                " FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid"
+                " WHERE d.datname = %s ORDER BY s.total_exec_time DESC LIMIT %s",
+                [database, limit],
+            ).fetchall()
+        except psycopg.Error:
+            return []
+    return [
+        f"{total:9,.0f} ms {calls:7,} calls {total / max(1, calls):7.2f} ms/call"
+        f" {n / max(1, calls):6.1f} rows/call  {query[:110]}"
+        for calls, total, n, query in rows
+    ]
+
+
+def machine() -> str:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem = psutil.virtual_memory().total / 2**30
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"{os.cpu_count()} cores ({model or 'unknown CPU'}), {mem:.0f} GiB, load avg {load}"
+
+
+def server_version(server_url: str) -> str:
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    return "Postgres " + (str(row[0]).split()[0] if row else "?")
