@@ -150,6 +150,7 @@ class GroupConsumer:
 
     def _ingest(self, records: list[Message]) -> None:
         envelopes = [_envelope(msg) for msg in records]
+        self._check_rewinds(envelopes)
         items = [self._workflow_for(env) for env in envelopes]
         self.stats.consumed += len(records)
         _faults.reached("before_record")
@@ -421,11 +422,9 @@ class GroupConsumer:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = {(p.topic, p.partition) for p in partitions}
-        missing = sorted({t for t, _ in tps} - set(self._topic_ids))
-        if missing:
-            # The topic ID is the topic's incarnation, part of every workflow ID.
-            for topic, (topic_id, _) in describe_topics(self.kafka_conf, missing).items():
-                self._topic_ids[topic] = topic_id
+        # The topic ID is the topic's incarnation, part of every workflow ID:
+        # looked up afresh on every assignment (a topic may have been recreated).
+        self._refresh_topic_ids(sorted({t for t, _ in tps}))
         consumer.assign(partitions)
         # Paused until the hand-over check has claimed earlier work (_tick).
         consumer.pause(partitions)
@@ -446,7 +445,41 @@ class GroupConsumer:
         log.info("group %s revoked %s", self.group, _names(tps))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._let_go({(p.topic, p.partition) for p in partitions}, wait=0.0)
+        """The group dropped us (say Kafka was unreachable past the session
+        timeout). Take no more records from these partitions, but keep running
+        the workflows already recorded and held here: they are durable and ours,
+        and a new owner of the partition waits for them (_check_handover), so
+        per-key order holds. Handing them back would stall them for the outage."""
+        tps = {(p.topic, p.partition) for p in partitions}
+        with self._lock:
+            self._assigned -= tps
+            self._handover -= tps
+            self._full -= tps
+        log.info("group %s lost %s; finishing the work it holds", self.group, _names(tps))
+
+    def _refresh_topic_ids(self, topics: list[str]) -> bool:
+        """Look the topics' IDs up again; True if one changed."""
+        changed = False
+        for topic, (topic_id, _) in describe_topics(self.kafka_conf, topics).items():
+            if self._topic_ids.get(topic, topic_id) != topic_id:
+                log.warning("group %s: topic %s was recreated (new topic ID)", self.group, topic)
+                changed = True
+            self._topic_ids[topic] = topic_id
+        return changed
+
+    def _check_rewinds(self, envelopes: list[Envelope]) -> None:
+        """A partition whose offsets went backwards was rewound, or its topic
+        deleted and recreated (offsets restart at 0). Only the topic ID tells
+        the two apart, so look it up before any workflow ID is made from it:
+        a stale ID would take the new records for the old ones and skip them
+        (DESIGN.md §9)."""
+        rewound = {
+            env.topic
+            for env in envelopes
+            if env.offset < self.positions.get((env.topic, env.partition), -1)
+        }
+        if rewound:
+            self._refresh_topic_ids(sorted(rewound))
 
     def _let_go(self, tps: set[TP], *, wait: float) -> None:
         """Stop taking work for these partitions: hand back what never started,
