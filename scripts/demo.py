@@ -390,16 +390,16 @@ def _summary(database_url: str, ids: dict[str, Delivered], elapsed: float) -> bo
             "SELECT count(*) FROM onceflow.workflows WHERE workflow_id = ANY(%(broken)s)"
             " AND status = 'ERROR' AND error->>'type' = 'BadRecord'"
         )
-        payments = one("SELECT count(*) FROM payments WHERE workflow_id = ANY(%(all)s)")
+        payments = one("SELECT count(*) FROM public.payments WHERE workflow_id = ANY(%(all)s)")
         paid_orders = one(
-            "SELECT count(DISTINCT workflow_id) FROM payments WHERE workflow_id = ANY(%(all)s)"
+            "SELECT count(DISTINCT workflow_id) FROM public.payments WHERE workflow_id = ANY(%(all)s)"
         )
         steps = one("SELECT count(*) FROM onceflow.steps WHERE workflow_id = ANY(%(valid)s)")
         # Per customer (the record key), payments must follow offset order.
         out_of_order = one(
             "SELECT count(*) FROM (SELECT p.id, lag(p.id) OVER"
             " (PARTITION BY p.customer_id ORDER BY w.source_offset) AS before"
-            " FROM payments p JOIN onceflow.workflows w USING (workflow_id)"
+            " FROM public.payments p JOIN onceflow.workflows w USING (workflow_id)"
             " WHERE p.workflow_id = ANY(%(all)s)) t WHERE before > id"
         )
     by_status: dict[str, int] = dict(statuses)

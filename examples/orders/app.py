@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import os
 from typing import Any
 
 import psycopg
@@ -36,8 +37,9 @@ log = logging.getLogger("examples.orders")
 eng = Engine()  # ONCEFLOW_DATABASE_URL
 app = KafkaApp(eng)  # ONCEFLOW_KAFKA_BOOTSTRAP_SERVERS
 
-TOPIC = "orders"
-GROUP = "billing"
+# Overridable so that tests can give each run a topic and group of its own.
+TOPIC = os.environ.get("ORDERS_TOPIC", "orders")
+GROUP = os.environ.get("ORDERS_GROUP", "billing")
 
 
 class Order(BaseModel):
@@ -50,10 +52,11 @@ class Order(BaseModel):
     amount_cents: int = Field(gt=0)
 
 
-# The example's own table. No UNIQUE constraint on order_id, on purpose: the
+# The example's own table, in schema public (a role named like the Onceflow
+# schema would otherwise create it there). No UNIQUE constraint on order_id, on purpose: the
 # demo counts payments per order to show that none is ever written twice.
 PAYMENTS_TABLE = """
-CREATE TABLE IF NOT EXISTS payments (
+CREATE TABLE IF NOT EXISTS public.payments (
     id           bigserial PRIMARY KEY,
     workflow_id  text NOT NULL,
     order_id     text NOT NULL,
@@ -97,7 +100,7 @@ def record_payment(conn: psycopg.Connection[Any], order: Order, reservation: str
     """Insert the payment; it commits with this step's checkpoint, exactly once."""
     _set_up()
     row = conn.execute(
-        "INSERT INTO payments (workflow_id, order_id, customer_id, amount_cents, reservation)"
+        "INSERT INTO public.payments (workflow_id, order_id, customer_id, amount_cents, reservation)"
         " VALUES (%s, %s, %s, %s, %s) RETURNING id",
         (current_workflow_id(), order.order_id, order.customer_id, order.amount_cents, reservation),
     ).fetchone()

@@ -1,0 +1,1 @@
+"""Consumer apps the consumer tests run in process and as service subprocesses."""
