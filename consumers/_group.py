@@ -25,6 +25,7 @@ from engine import (
     Engine,
     InlinePolicy,
     NewWorkflow,
+    OnceflowError,
     Source,
     Status,
     WorkflowHandle,
@@ -354,37 +355,44 @@ class GroupConsumer:
             self._check_foreign()
 
     def _check_handover(self, consumer: Consumer) -> None:
-        """Claim the earlier PENDING workflows of newly assigned partitions and
-        run them first; keep a partition paused while a live executor still
-        holds some, so per-key order survives the hand-over (DESIGN.md §5)."""
+        """Put the earlier PENDING workflows of newly assigned partitions ahead
+        of everything in their lanes, in offset order: the ones claimed now run,
+        the ones another executor still holds (or holds locked, frozen mid-
+        commit) wait as placeholders until they end or can be claimed
+        (_check_foreign). Only then is the partition resumed, so per-key order
+        survives the hand-over (DESIGN.md §5)."""
         for tp in sorted(self._handover):
-            held = self._held()
             try:
-                claimed, busy = self.engine.claim_source(
-                    Source(self.group, tp[0], tp[1], 0), holding=held
+                claimed, waiting = self.engine.claim_source(
+                    Source(self.group, tp[0], tp[1], 0), holding=self._held()
                 )
             except DatabaseUnavailableError as exc:
                 log.warning("group %s: hand-over check failed: %s", self.group, exc)
                 return
+            entries: list[tuple[int, str, bytes | None, Item]] = []
+            for c in claimed:
+                env = Envelope.from_json(c.args[0])
+                entries.append((env.offset, c.workflow_id, env.key, (c, False)))
+            for wid, offset, args in waiting:
+                key = Envelope.from_json(args[0]).key if args else None
+                entries.append((offset, wid, key, None))
             with self._lock:
                 if tp not in self._assigned:
                     self.engine.release([c.workflow_id for c in claimed])
                     continue
-                for c in claimed:
-                    env = Envelope.from_json(c.args[0])
-                    self._scheds[tp[0]].add(tp, env.key, env.offset, c.workflow_id, (c, False))
+                for offset, wid, key, item in sorted(entries, key=lambda e: e[0]):
+                    self._scheds[tp[0]].add(tp, key, offset, wid, item)
                 self.stats.handed_over += len(claimed)
-            if busy == 0:
                 self._handover.discard(tp)
                 if tp not in self._full:
                     consumer.resume([TopicPartition(*tp)])
-            else:
+            if waiting:
                 log.info(
-                    "group %s: %s-%d waits for %d workflows held by a live executor",
+                    "group %s: %s-%d: %d earlier workflows held elsewhere go first",
                     self.group,
                     tp[0],
                     tp[1],
-                    busy,
+                    len(waiting),
                 )
         self._dispatch()
 
@@ -508,14 +516,22 @@ class GroupConsumer:
                 run.result(max(0.0, deadline - time.monotonic()))
             except TimeoutError:
                 unfinished.append(wid)
-        try:
-            self.engine.release(waiting + unfinished)
-        except DatabaseUnavailableError as exc:
-            log.warning(
-                "group %s: could not hand work back (it will be claimed after the lease): %s",
-                self.group,
-                exc,
-            )
+        # A release can deadlock with the checkpoint writers (both lock these
+        # rows); it must not be dropped: a live executor that neither runs nor
+        # releases its workflows would hold them forever. Try again a few times.
+        for attempt in range(1, 6):
+            try:
+                self.engine.release(waiting + unfinished)
+                return
+            except OnceflowError as exc:
+                log.warning(
+                    "group %s: handing work back failed (attempt %d): %s", self.group, attempt, exc
+                )
+                time.sleep(0.1 * attempt)
+        log.error(
+            "group %s: could not hand work back; it stays claimed by this executor until it stops",
+            self.group,
+        )
 
     def _close(self, consumer: Consumer) -> None:
         with self._lock:

@@ -606,11 +606,17 @@ class Engine:
 
     def claim_source(
         self, source: Source, *, holding: Container[str] = ()
-    ) -> tuple[list[Claimed], int]:
+    ) -> tuple[list[Claimed], list[tuple[str, int, tuple[Any, ...]]]]:
         """Claim the PENDING workflows of one source partition (group, topic,
-        partition) that have no live owner, oldest first. Returns them and the
-        number still held by live executors, which the caller should wait for
-        to keep source order (DESIGN.md §5, on assign)."""
+        partition) that have no live owner, oldest first.
+
+        Returns them, and every other PENDING workflow of the partition that the
+        caller does not hold, as (workflow ID, source offset, args): held by a
+        live executor, or locked by one that is frozen mid-commit. The caller
+        must keep those ahead of later work of their lane, and wait for them or
+        claim them later (`inspect`), so that source order survives the
+        hand-over (DESIGN.md §5, on assign).
+        """
         rows = self._db.fetch_all(
             self._q["pending_for_source"],
             {
@@ -620,19 +626,27 @@ class Engine:
                 "lease": self.settings.lease,
             },
         )
-        mine_running = {
-            r["workflow_id"]
+        rows = [
+            r
             for r in rows
-            if r["workflow_id"] in holding or self._runner.is_active(r["workflow_id"])
-        }
+            if r["workflow_id"] not in holding and not self._runner.is_active(r["workflow_id"])
+        ]
         claimable = [
             r["workflow_id"]
             for r in rows
-            if r["workflow_id"] not in mine_running
-            and (not r["owner_alive"] or r["owner"] in (None, self.executor_id))
+            if not r["owner_alive"] or r["owner"] in (None, self.executor_id)
         ]
-        busy = sum(1 for r in rows if r["owner_alive"] and r["owner"] != self.executor_id)
-        return self._claim(claimable), busy
+        claimed = self._claim(claimable)
+        got = {c.workflow_id for c in claimed}
+        waiting: list[tuple[str, int, tuple[Any, ...]]] = []
+        for r in rows:
+            if r["workflow_id"] not in got:
+                try:
+                    args = tuple(revive(r["input"])["args"])
+                except Exception:  # undecodable here: its own run parks it in ERROR
+                    args = ()
+                waiting.append((r["workflow_id"], r["source_offset"], args))
+        return claimed, waiting
 
     def release(self, workflow_ids: Sequence[str]) -> None:
         """Hand PENDING workflows back (owner cleared, epoch bumped) so that any

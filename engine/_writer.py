@@ -265,9 +265,12 @@ class CheckpointWriter:
         if any(isinstance(j, _TxJob) for j in batch):
             try:
                 return self._write_optimistic(conn, batch)
-            except (_Retry, psycopg.Error):
+            except (_Retry, psycopg.Error) as exc:
                 if conn.broken:
-                    raise  # the server went away: wait it out (_write_until_done)
+                    # The server went away (say a restart killed a step's SQL):
+                    # wait it out and write the batch again (_write_until_done).
+                    cause = exc.__cause__ if isinstance(exc, _Retry) else exc
+                    raise DatabaseUnavailableError(f"connection lost: {cause}") from exc
                 # Rolled back; now again, each transaction step isolated.
         return self._write_isolated(conn, batch)
 

@@ -82,7 +82,7 @@ RETURNING w.workflow_id, w.name, w.input, w.epoch;
 
 -- name: pending_for_source
 -- PENDING workflows of one source partition, oldest first, with their owner's liveness.
-SELECT w.workflow_id, w.owner, w.source_offset,
+SELECT w.workflow_id, w.owner, w.source_offset, w.input,
        (e.executor_id IS NOT NULL
         AND e.heartbeat_at > now() - make_interval(secs => %(lease)s)) AS owner_alive
 FROM {schema}.workflows w
