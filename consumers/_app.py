@@ -18,7 +18,7 @@ from ._event import Envelope
 from ._group import GroupConsumer
 from ._scheduler import Ordering
 from ._subscription import EXECUTIONS, ORDERINGS, Execution, Subscription
-from ._topics import describe_topics
+from ._topics import describe_topics, patiently
 
 log = logging.getLogger("onceflow.app")
 
@@ -35,6 +35,9 @@ class KafkaApp:
             for the few Onceflow owns.
         batch_size: records taken per poll and recorded in one statement.
         stop_timeout: seconds a graceful stop gives running workflows.
+        start_timeout: seconds `start()` waits for Kafka and Postgres to be
+            reachable (retrying with backoff, logging each failure) before it
+            gives up with the last error.
     """
 
     def __init__(
@@ -44,6 +47,7 @@ class KafkaApp:
         *,
         batch_size: int = 500,
         stop_timeout: float = 10.0,
+        start_timeout: float = 300.0,
     ) -> None:
         if batch_size < 1:
             raise ConfigurationError(f"batch_size must be at least 1, got {batch_size}")
@@ -51,6 +55,7 @@ class KafkaApp:
         self.kafka = kafka_settings(kafka)
         self.batch_size = batch_size
         self.stop_timeout = stop_timeout
+        self.start_timeout = start_timeout
         self._subs: list[Subscription] = []
         self._groups: dict[str, GroupConsumer] = {}
         self._threads: list[threading.Thread] = []
@@ -157,8 +162,17 @@ class KafkaApp:
             )
         conf = self.kafka.librdkafka()
         topics = sorted({t for s in self._subs for t in s.topics})
-        describe_topics(conf, topics)  # an unknown topic is an error now, not a silent wait
-        self.engine.launch()
+        # An unknown topic is an error now, not a silent wait; an unreachable
+        # broker or database is waited for.
+        patiently(
+            "looking up topics " + ", ".join(topics),
+            lambda: describe_topics(conf, topics),
+            patience=self.start_timeout,
+            stop=self._stop,
+        )
+        patiently(
+            "launching the engine", self.engine.launch, patience=self.start_timeout, stop=self._stop
+        )
         by_group: dict[str, list[Subscription]] = {}
         for sub in self._subs:
             by_group.setdefault(sub.group, []).append(sub)

@@ -36,7 +36,7 @@ from ._event import Envelope
 from ._ids import workflow_id
 from ._scheduler import TP, Entry, Scheduler
 from ._subscription import BadRecord, Subscription
-from ._topics import describe_topics
+from ._topics import describe_topics, patiently
 
 log = logging.getLogger("onceflow.consumer")
 
@@ -91,6 +91,9 @@ class GroupConsumer:
         self._local = threading.local()
         self._handles: dict[str, WorkflowHandle[Any]] = {}
         self._foreign: set[str] = set()
+        # Workflows to hand back whose release failed (Postgres away): retried
+        # from the loop, or their live lease would keep everyone waiting.
+        self._unreleased: set[str] = set()
         self._topic_ids: dict[str, str] = {}
         self._assigned: set[TP] = set()
         self._handover: set[TP] = set()  # assigned, paused until earlier work is claimed
@@ -183,7 +186,8 @@ class GroupConsumer:
                 else:
                     continue
                 self._scheds[env.topic].add(tp, env.key, env.offset, rec.workflow_id, item)
-        self.engine.release(release)
+            self._unreleased.update(release)
+        self._retry_releases()
         self._dispatch()
 
     def _workflow_for(self, env: Envelope) -> NewWorkflow:
@@ -208,10 +212,12 @@ class GroupConsumer:
         return NewWorkflow(wid, sub.name, (env.to_json(),), source=source, failure=failure)
 
     def _held(self) -> set[str]:
-        """Workflows this consumer holds: queued or running. Never claimed
-        again while held (a claim would bump the epoch and fence our own run)."""
+        """Workflows in this consumer's lanes: queued, running or waited on.
+        Never claimed again while held (a claim would bump the epoch and fence
+        our own run). Runs outside the lanes (their partition was dropped) are
+        not held: the engine reports them busy, so a new lane waits for them."""
         with self._lock:
-            held = set(self._handles) | self._foreign
+            held = set(self._foreign)
             for sched in {id(s): s for s in self._scheds.values()}.values():
                 held.update(sched.workflow_ids())
         return held
@@ -322,14 +328,28 @@ class GroupConsumer:
         handle.add_done_callback(finished)
 
     def _finished(self, entry: Entry[Item], status: Status | None) -> None:
+        """A run here ended. If it was fenced off (status None: a zombie's work
+        taken over, or handed back on revoke) the workflow is still PENDING,
+        so it stays at the head of its lane as a placeholder until whoever
+        holds it now ends it, or it can be claimed (_check_foreign): letting
+        the lane move on would run the key's next record before it."""
+        wid = entry.workflow_id
         with self._lock:
-            self._handles.pop(entry.workflow_id, None)
-            self._foreign.discard(entry.workflow_id)
+            self._handles.pop(wid, None)
+            if status is None and self._scheds[entry.tp[0]].holds(wid):
+                self._foreign.add(wid)
+                return
             if status is Status.SUCCESS:
                 self.stats.succeeded += 1
             elif status is not None:
                 self.stats.failed += 1
-            self._scheds[entry.tp[0]].done(entry.workflow_id)
+        self._settled(entry.tp, wid)
+
+    def _settled(self, tp: TP, workflow_id: str) -> None:
+        """The workflow is final: the next of its lane may run."""
+        with self._lock:
+            self._foreign.discard(workflow_id)
+            self._scheds[tp[0]].done(workflow_id)
         self._dispatch()
 
     # -- periodic work: backpressure, hand-over, waiting on others ------------
@@ -353,6 +373,7 @@ class GroupConsumer:
             self._next_check = now + 0.5
             self._check_handover(consumer)
             self._check_foreign()
+            self._retry_releases()
 
     def _check_handover(self, consumer: Consumer) -> None:
         """Put the earlier PENDING workflows of newly assigned partitions ahead
@@ -378,8 +399,12 @@ class GroupConsumer:
                 entries.append((offset, wid, key, None))
             with self._lock:
                 if tp not in self._assigned:
-                    self.engine.release([c.workflow_id for c in claimed])
+                    self._unreleased.update(c.workflow_id for c in claimed)
                     continue
+                # Lanes kept through a lost assignment (_on_lost) still queue
+                # work: merge it with what was found, all in offset order.
+                for e in self._scheds[tp[0]].take_queued(tp):
+                    entries.append((e.offset, e.workflow_id, e.key, e.item))
                 for offset, wid, key, item in sorted(entries, key=lambda e: e[0]):
                     self._scheds[tp[0]].add(tp, key, offset, wid, item)
                 self.stats.handed_over += len(claimed)
@@ -414,10 +439,12 @@ class GroupConsumer:
                     self._start(entry, rec.claimed, False)
             elif rec.disposition is Disposition.FINISHED:
                 with self._lock:
-                    self._foreign.discard(wid)
                     entry = self._entry(wid)
                 if entry is not None:
-                    self._finished(entry, None)
+                    self._settled(entry.tp, wid)
+                else:
+                    with self._lock:
+                        self._foreign.discard(wid)
 
     def _entry(self, wid: str) -> Entry[Item] | None:
         for sched in self._scheds.values():
@@ -453,11 +480,14 @@ class GroupConsumer:
         log.info("group %s revoked %s", self.group, _names(tps))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """The group dropped us (say Kafka was unreachable past the session
-        timeout). Take no more records from these partitions, but keep running
-        the workflows already recorded and held here: they are durable and ours,
-        and a new owner of the partition waits for them (_check_handover), so
-        per-key order holds. Handing them back would stall them for the outage."""
+        """The group dropped us (Kafka unreachable past the session timeout, or
+        this process was frozen). Take no more records from these partitions,
+        but keep running, lane by lane, the workflows recorded and held here:
+        they are durable and ours, and a new owner of the partition waits for
+        them (_check_handover). Handing them back would stall them for the
+        outage. If this process was frozen past its lease, another executor
+        may have taken them over: our runs are then fenced off, and each stays
+        at the head of its lane until it is final (_finished)."""
         tps = {(p.topic, p.partition) for p in partitions}
         with self._lock:
             self._assigned -= tps
@@ -468,7 +498,14 @@ class GroupConsumer:
     def _refresh_topic_ids(self, topics: list[str]) -> bool:
         """Look the topics' IDs up again; True if one changed."""
         changed = False
-        for topic, (topic_id, _) in describe_topics(self.kafka_conf, topics).items():
+        # A rebalance can come while the broker flaps: wait for it a little
+        # (an ID is needed before any record of the topic is recorded).
+        found = patiently(
+            "looking up topic IDs",
+            lambda: describe_topics(self.kafka_conf, topics),
+            patience=60.0,
+        )
+        for topic, (topic_id, _) in found.items():
             if self._topic_ids.get(topic, topic_id) != topic_id:
                 log.warning("group %s: topic %s was recreated (new topic ID)", self.group, topic)
                 changed = True
@@ -499,15 +536,16 @@ class GroupConsumer:
             for tp in tps:
                 queued, started = self._scheds[tp[0]].drop_partition(tp)
                 waiting += [e.workflow_id for e in queued if e.item is not None]
-                for e in started:
+                for e in queued + started:
                     self._foreign.discard(e.workflow_id)
+                for e in started:
                     if e.workflow_id in self._handles:
                         running[e.workflow_id] = self._handles[e.workflow_id]
             self._assigned -= tps
             self._handover -= tps
             self._full -= tps
-        deadline = time.monotonic() + wait
         unfinished: list[str] = []
+        deadline = time.monotonic() + wait
         for wid, handle in running.items():
             run = handle._local()
             if run is None:
@@ -516,27 +554,49 @@ class GroupConsumer:
                 run.result(max(0.0, deadline - time.monotonic()))
             except TimeoutError:
                 unfinished.append(wid)
-        # A release can deadlock with the checkpoint writers (both lock these
-        # rows); it must not be dropped: a live executor that neither runs nor
-        # releases its workflows would hold them forever. Try again a few times.
-        for attempt in range(1, 6):
-            try:
-                self.engine.release(waiting + unfinished)
-                return
-            except OnceflowError as exc:
-                log.warning(
-                    "group %s: handing work back failed (attempt %d): %s", self.group, attempt, exc
-                )
-                time.sleep(0.1 * attempt)
-        log.error(
-            "group %s: could not hand work back; it stays claimed by this executor until it stops",
-            self.group,
-        )
+        with self._lock:
+            self._unreleased.update(waiting + unfinished)
+        self._retry_releases()
+
+    def _retry_releases(self) -> None:
+        """Hand back what `_let_go` gave up. A release that fails (Postgres
+        away, a deadlock with the checkpoint writers) is kept and retried: a
+        live executor that neither runs nor releases its workflows would hold
+        them forever. Runs on the consumer thread, like every claim, so a
+        workflow claimed here again meanwhile is never released under itself."""
+        with self._lock:
+            todo = sorted(self._unreleased - self._held())
+            self._unreleased.clear()
+        if not todo:
+            return
+        try:
+            self.engine.release(todo)
+        except OnceflowError as exc:
+            log.warning(
+                "group %s: handing %d workflows back failed, will retry: %s",
+                self.group,
+                len(todo),
+                exc,
+            )
+            with self._lock:
+                self._unreleased.update(todo)
 
     def _close(self, consumer: Consumer) -> None:
         with self._lock:
             tps = set(self._assigned)
         self._let_go(tps, wait=self.revoke_timeout)
+        for attempt in range(1, 6):
+            if not self._unreleased:
+                break
+            time.sleep(0.1 * attempt)
+            self._retry_releases()
+        if self._unreleased:
+            log.error(
+                "group %s: could not hand %d workflows back; they wait for this"
+                " executor's lease to run out",
+                self.group,
+                len(self._unreleased),
+            )
         with contextlib.suppress(KafkaException):
             consumer.commit(asynchronous=False)
         consumer.close()

@@ -30,6 +30,7 @@ class Entry(Generic[T]):
     offset: int
     workflow_id: str
     item: T
+    key: bytes | None = None
     running: bool = False
     ready: bool = False  # in the ready queue
 
@@ -92,7 +93,7 @@ class Scheduler(Generic[T]):
             return
         part = self._parts.setdefault(tp, _Partition())
         lane_key = self._lane(tp, key)
-        entry = Entry(tp, lane_key, offset, workflow_id, item)
+        entry = Entry(tp, lane_key, offset, workflow_id, item, key)
         lane = part.lanes.setdefault(lane_key, deque())
         lane.append(entry)
         part.buffered += 1
@@ -155,6 +156,28 @@ class Scheduler(Generic[T]):
         self.running -= len(running)
         self._ready = deque(e for e in self._ready if e.tp != tp)
         return waiting, running
+
+    def take_queued(self, tp: TP) -> list[Entry[T]]:
+        """Remove, and return, a partition's entries that have not started, so
+        that the caller can add them again merged with others in offset order.
+        Running entries stay at the heads of their lanes."""
+        part = self._parts.get(tp)
+        if part is None:
+            return []
+        taken: list[Entry[T]] = []
+        for lane_key, lane in list(part.lanes.items()):
+            keep = deque(e for e in lane if e.running)
+            taken.extend(e for e in lane if not e.running)
+            if keep:
+                part.lanes[lane_key] = keep
+            else:
+                del part.lanes[lane_key]
+        for entry in taken:
+            del self._by_id[entry.workflow_id]
+        part.buffered -= len(taken)
+        if any(e.ready for e in taken):
+            self._ready = deque(e for e in self._ready if e.running or e.tp != tp)
+        return taken
 
     def buffered(self, tp: TP) -> int:
         part = self._parts.get(tp)

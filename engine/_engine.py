@@ -612,7 +612,8 @@ class Engine:
 
         Returns them, and every other PENDING workflow of the partition that the
         caller does not hold, as (workflow ID, source offset, args): held by a
-        live executor, or locked by one that is frozen mid-commit. The caller
+        live executor (this one included: a run still going here), or locked by
+        one that is frozen mid-commit. The caller
         must keep those ahead of later work of their lane, and wait for them or
         claim them later (`inspect`), so that source order survives the
         hand-over (DESIGN.md §5, on assign).
@@ -626,15 +627,12 @@ class Engine:
                 "lease": self.settings.lease,
             },
         )
-        rows = [
-            r
-            for r in rows
-            if r["workflow_id"] not in holding and not self._runner.is_active(r["workflow_id"])
-        ]
+        rows = [r for r in rows if r["workflow_id"] not in holding]
         claimable = [
             r["workflow_id"]
             for r in rows
-            if not r["owner_alive"] or r["owner"] in (None, self.executor_id)
+            if not self._runner.is_active(r["workflow_id"])
+            and (not r["owner_alive"] or r["owner"] in (None, self.executor_id))
         ]
         claimed = self._claim(claimable)
         got = {c.workflow_id for c in claimed}

@@ -161,3 +161,26 @@ def test_done_on_an_entry_that_never_started_unblocks_its_lane() -> None:
 def test_limits_below_one_are_refused(in_flight: int, buffered: int) -> None:
     with pytest.raises(ValueError):
         Scheduler("key", max_in_flight=in_flight, max_buffered=buffered)
+
+
+def test_take_queued_lets_earlier_work_go_ahead_of_kept_lanes() -> None:
+    # A partition lost and given back: its kept lanes still queue a2 behind the
+    # running a0, and the hand-over finds a1 (recorded elsewhere meanwhile).
+    s = make("key")
+    a0, a2 = add(s, P0, b"a", 0), add(s, P0, b"a", 2)
+    b3 = add(s, P0, b"b", 3)
+    assert ready(s) == [a0, b3]
+    s.done(b3)
+    b4 = add(s, P0, b"b", 4)  # ready, not started
+    taken = s.take_queued(P0)
+    assert sorted(e.workflow_id for e in taken) == [a2, b4]
+    assert s.holds(a0) and not s.holds(a2) and s.buffered(P0) == 1
+    assert ready(s) == []  # b4 left the ready queue with its entry
+    a1 = add(s, P0, b"a", 1)
+    for e in sorted(taken, key=lambda e: e.offset):
+        s.add(P0, e.key, e.offset, e.workflow_id, e.item)
+    assert ready(s) == [b4]  # a's lane still waits for the running a0
+    s.done(a0)
+    assert ready(s) == [a1]
+    s.done(a1)
+    assert ready(s) == [a2]

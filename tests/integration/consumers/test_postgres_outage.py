@@ -78,3 +78,31 @@ def test_postgres_outage_loses_nothing_and_commits_nothing_early(
         what=f"committed offsets {ends}",
     )
     assert service.stop() == 0, service.tail()
+
+
+def test_a_service_started_while_postgres_is_down_waits_for_it(
+    kafka_bootstrap: str,
+    effects_url: str,
+    native_postgres: NativePostgres,
+    topic_group: Callable[..., tuple[str, str]],
+    make_service: Callable[..., ConsumerService],
+    make_check: Callable[..., ExactlyOnceCheck],
+) -> None:
+    topic, group = topic_group(partitions=2)
+    produce(kafka_bootstrap, topic, orders(BEFORE))
+    service = make_service(topic, group)
+    native_postgres.stop()
+    try:
+        service.start()
+        wait_until(
+            lambda: "launching the engine failed, retrying" in service.output(),
+            timeout=30,
+            what="the service to report that it waits for Postgres",
+        )
+        assert service.is_alive(), service.tail()
+    finally:
+        native_postgres.start()
+    check = make_check(topic, group, expected=BEFORE)
+    check.wait_until_complete(timeout=120, services=[service])
+    assert check.assert_exactly_once().statuses == {"SUCCESS": BEFORE}
+    assert service.stop() == 0, service.tail()
