@@ -181,6 +181,9 @@ def _compare(svc: Services, args: argparse.Namespace, extra_env: dict[str, str])
             opts = OnceflowOptions(
                 extra_env={**extra_env, "OFBENCH_EXECUTION": "inline"},
                 keep=args.keep,
+                py_spy=args.py_spy,
+                py_spy_args=tuple(args.py_spy_args.split()),
+                statements=args.statements,
                 source=args.source.resolve(),
             )
             results.append(run_onceflow(svc, topic, "onceflow-inline", opts))

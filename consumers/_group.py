@@ -196,8 +196,9 @@ class GroupConsumer:
             self.group, env.topic, self._topic_ids[env.topic], env.partition, env.offset
         )
         failure = None
+        event = None
         try:
-            sub.decode(env, wid)
+            event = sub.decode(env, wid)
         except BadRecord as exc:
             # Parked as a failed workflow with its raw bytes: not dropped,
             # and the partition goes on (DESIGN.md §4 step 2).
@@ -209,7 +210,14 @@ class GroupConsumer:
             self.stats.bad_records += 1
         key = None if env.key is None else env.key.decode("utf-8", "backslashreplace")
         source = Source(self.group, env.topic, env.partition, env.offset, key)
-        return NewWorkflow(wid, sub.name, (env.to_json(),), source=source, failure=failure)
+        # An inline run comes at once, in this thread: it takes the Event just
+        # decoded rather than validating the value again. Workers runs may come
+        # much later: their queued input stays small.
+        if event is not None and sub.execution == "inline":
+            payload: dict[str, Any] = env.to_document(event)
+        else:
+            payload = env.to_json()
+        return NewWorkflow(wid, sub.name, (payload,), source=source, failure=failure)
 
     def _held(self) -> set[str]:
         """Workflows in this consumer's lanes: queued, running or waited on.

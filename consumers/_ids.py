@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 # Kafka topic names are [a-zA-Z0-9._-]; topic IDs are base64 (standard or URL-safe); partition and
@@ -23,15 +24,24 @@ def workflow_id(group: str, topic: str, topic_id: str, partition: int, offset: i
     Raises:
         ValueError: on a name Kafka would not accept or a negative number.
     """
+    if partition < 0 or offset < 0:
+        raise ValueError(f"partition and offset must not be negative ({partition}, {offset})")
+    head, tail = _around_offset(group, topic, topic_id, partition)
+    return f"{head}{offset}{tail}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _around_offset(group: str, topic: str, topic_id: str, partition: int) -> tuple[str, str]:
+    """What comes before and after the offset in a partition's workflow IDs,
+    checked once per partition rather than once per record (the consumer
+    makes an ID for every record). Errors are raised, never cached."""
     if not group:
         raise ValueError("group must not be empty")
     if not _TOPIC.match(topic):
         raise ValueError(f"{topic!r} is not a valid Kafka topic name")
     if not _TOPIC_ID.match(topic_id):
         raise ValueError(f"{topic_id!r} is not a Kafka topic ID")
-    if partition < 0 or offset < 0:
-        raise ValueError(f"partition and offset must not be negative ({partition}, {offset})")
-    return f"kafka:{topic}:{topic_id}:{partition}:{offset}:{group}"
+    return f"kafka:{topic}:{topic_id}:{partition}:", f":{group}"
 
 
 def parse_workflow_id(value: str) -> tuple[str, str, str, int, int]:

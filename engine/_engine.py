@@ -526,9 +526,7 @@ class Engine:
             # Pipeline mode: the users' statements go out without waiting for
             # each answer; an error in one surfaces at the next sync.
             with conn.pipeline():
-                return _inline.run_batch(
-                    self, conn, batch, policy, lambda c: self._insert_on(c, batch)
-                )
+                return _inline.run_batch(self, conn, batch, policy, self._insert_on)
         except InlineAbort:
             raise
         except psycopg.Error as exc:
@@ -546,8 +544,17 @@ class Engine:
             self._inline_conns[threading.get_ident()] = conn
         return conn
 
-    def _insert_on(self, conn: psycopg.Connection[Any], batch: Sequence[NewWorkflow]) -> set[str]:
-        params = {"owner": self.executor_id, "rows": _batch_document(batch)}
+    def _insert_on(
+        self,
+        conn: psycopg.Connection[Any],
+        batch: Sequence[NewWorkflow],
+        outputs: dict[str, str],
+    ) -> set[str]:
+        """Insert `batch` on `conn`; those in `outputs` (their results, by
+        workflow ID) already SUCCESS. Returns the IDs inserted."""
+        if not batch:
+            return set()
+        params = {"owner": self.executor_id, "rows": _batch_document(batch, outputs)}
         return {row[0] for row in conn.execute(self._q["insert_workflows"], params).fetchall()}
 
     def _insert_batch(self, batch: Sequence[NewWorkflow]) -> set[str]:
@@ -717,18 +724,23 @@ class Engine:
         )
 
 
-def _batch_document(batch: Sequence[NewWorkflow]) -> str:
-    """A batch of workflow rows as one JSON document (see insert_workflows)."""
+def _batch_document(batch: Sequence[NewWorkflow], outputs: dict[str, str] | None = None) -> str:
+    """A batch of workflow rows as one JSON document (see insert_workflows):
+    PENDING, or ERROR for a failure, or SUCCESS for those in `outputs` (their
+    results as JSON, by workflow ID: run inline before their row is written)."""
+    outputs = outputs or {}
     rows = []
     for item in batch:
         src = item.source
         payload = {"args": list(item.args), "kwargs": item.kwargs}
+        output = outputs.get(item.workflow_id)
         rows.append(
             {
                 "workflow_id": item.workflow_id,
                 "name": item.name,
                 "input": orjson.Fragment(dumps(payload, what=f"the input of {item.name!r}")),
-                "status": "PENDING" if item.failure is None else "ERROR",
+                "status": _initial_status(item, output),
+                "output": None if output is None else orjson.Fragment(output),
                 "error": item.failure,
                 "source_group": src.group if src else None,
                 "source_topic": src.topic if src else None,
@@ -738,6 +750,12 @@ def _batch_document(batch: Sequence[NewWorkflow]) -> str:
             }
         )
     return orjson.dumps(rows).decode()
+
+
+def _initial_status(item: NewWorkflow, output: str | None) -> str:
+    if output is not None:
+        return "SUCCESS"
+    return "PENDING" if item.failure is None else "ERROR"
 
 
 def _claimed(row: Row) -> Claimed:

@@ -7,8 +7,17 @@ waiting for a group commit per transaction step and for its completion. An
 inline batch instead runs, in the recording thread and in offset order, each
 chosen workflow of the batch; plain steps run and queue their checkpoint
 rows, transaction steps run their SQL on the recording transaction, and the
-checkpoints and completions are written with the workflow rows themselves:
-one Postgres transaction, one commit, for the whole batch.
+checkpoints are written with the workflow rows themselves: one Postgres
+transaction, one commit, for the whole batch.
+
+The batch first looks up which of its workflows exist; only the others run.
+Their rows are then inserted already final (SUCCESS, with their output), the
+rest of the batch PENDING (or ERROR), in one `INSERT … ON CONFLICT DO
+NOTHING`: no PENDING row, no completing UPDATE (which would add an entry to
+every index of the table). A workflow run here that the insert skipped was
+recorded meanwhile by another executor: the whole batch rolls back, its
+transaction steps' effects with it, and goes the ordinary way, which finds
+that row (exactly once, DESIGN.md §1.2, §1.5).
 
 The guarantee is unchanged (DESIGN.md §1): the rows, the effects of
 transaction steps and the completions commit together or not at all, and
@@ -30,7 +39,6 @@ import orjson
 import psycopg
 
 from ._context import WorkflowContext, _step, _workflow
-from ._errors import OnceflowError
 from ._models import NewWorkflow
 from ._serialize import dumps
 
@@ -52,7 +60,8 @@ class InlineBatch:
 
     conn: psycopg.Connection[Any]
     steps: list[dict[str, Any]] = field(default_factory=list)
-    completions: list[dict[str, Any]] = field(default_factory=list)
+    # Result (JSON) of each workflow run to completion, by workflow ID.
+    outputs: dict[str, str] = field(default_factory=dict)
 
     def step(self, ctx: WorkflowContext, number: int, name: str, output: str) -> None:
         self.steps.append(
@@ -61,9 +70,7 @@ class InlineBatch:
                 "step": number,
                 "name": name,
                 "output": orjson.Fragment(output),
-                "error": None,
                 "started_at": datetime.now(UTC),
-                "epoch": ctx.epoch,
             }
         )
 
@@ -86,57 +93,61 @@ def run_step(
     return value
 
 
+# Inserts the rows of a batch not recorded yet (finished ones with their
+# outputs, by workflow ID); returns the IDs it inserted.
+Insert = Callable[[psycopg.Connection[Any], Sequence[NewWorkflow], dict[str, str]], set[str]]
+
+
 def run_batch(
     engine: Engine,
     conn: psycopg.Connection[Any],
     batch: Sequence[NewWorkflow],
     policy: InlinePolicy,
-    insert: Callable[[psycopg.Connection[Any]], set[str]],
+    insert: Insert,
 ) -> tuple[set[str], set[str]]:
     """Record `batch` and run the workflows `policy` picks, in one transaction.
 
     Returns (inserted, completed). Raises InlineAbort, with everything rolled
-    back, when a workflow raises.
+    back, when a workflow raises or another executor records one of the
+    workflows run here meanwhile.
     """
     state = InlineBatch(conn)
     with conn.transaction():
-        inserted = insert(conn)
-        completed: set[str] = set()
+        ids = orjson.dumps([item.workflow_id for item in batch]).decode()
+        found = conn.execute(engine._q["existing_workflows"], {"workflow_ids": ids}).fetchall()
+        existing = {row[0] for row in found}
         for item in batch:
-            fresh = item.workflow_id in inserted and item.failure is None
-            if not policy(item, fresh) or not fresh:
-                continue
-            wf = engine._registry.workflow(item.name)
-            ctx = WorkflowContext(engine, item.workflow_id, 1, inline=state)
-            token = _workflow.set(ctx)
-            try:
-                value = wf.fn(*item.args, **item.kwargs)
-                output = dumps(value, what=f"the result of workflow {item.name!r}")
-            except InlineAbort:
-                raise
-            except Exception as exc:
-                raise InlineAbort(f"workflow {item.workflow_id} raised {exc!r}") from exc
-            finally:
-                _workflow.reset(token)
-            state.completions.append(
-                {
-                    "workflow_id": item.workflow_id,
-                    "epoch": 1,
-                    "status": "SUCCESS",
-                    "output": orjson.Fragment(output),
-                    "error": None,
-                }
-            )
-            completed.add(item.workflow_id)
+            fresh = item.workflow_id not in existing and item.failure is None
+            if policy(item, fresh) and fresh:
+                state.outputs[item.workflow_id] = _run_workflow(engine, state, item)
+        # Inserted now, already final: no PENDING row, no completing UPDATE.
+        new = [item for item in batch if item.workflow_id not in existing]
+        inserted = insert(conn, new, state.outputs)
         if state.steps:
-            written = conn.execute(
-                engine._q["write_steps"], {"rows": orjson.dumps(state.steps).decode()}
-            ).fetchall()
-            if len(written) != len(state.steps):
-                raise OnceflowError("inline checkpoints were refused on rows inserted just now")
-        if state.completions:
             conn.execute(
-                engine._q["complete_workflows"],
-                {"rows": orjson.dumps(state.completions).decode()},
+                engine._q["insert_inline_steps"], {"rows": orjson.dumps(state.steps).decode()}
             )
-    return inserted, completed
+        # The exactly-once check: a workflow run here that another executor
+        # inserted since the lookup above (ON CONFLICT skipped ours) was not
+        # ours to run. Rolling back undoes its transaction steps; the ordinary
+        # path then finds its row (DESIGN.md §1.2, §1.5).
+        taken = state.outputs.keys() - inserted
+        if taken:
+            raise InlineAbort(f"{len(taken)} workflows were recorded meanwhile by another executor")
+    return inserted, set(state.outputs)
+
+
+def _run_workflow(engine: Engine, state: InlineBatch, item: NewWorkflow) -> str:
+    """Run one fresh workflow to its end; its result as JSON."""
+    wf = engine._registry.workflow(item.name)
+    ctx = WorkflowContext(engine, item.workflow_id, 1, inline=state)
+    token = _workflow.set(ctx)
+    try:
+        value = wf.fn(*item.args, **item.kwargs)
+        return dumps(value, what=f"the result of workflow {item.name!r}")
+    except InlineAbort:
+        raise
+    except Exception as exc:
+        raise InlineAbort(f"workflow {item.workflow_id} raised {exc!r}") from exc
+    finally:
+        _workflow.reset(token)

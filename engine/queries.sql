@@ -15,18 +15,39 @@ RETURNING epoch;
 
 -- name: insert_workflows
 -- A whole batch in one statement; rows that already exist are skipped and
--- reported by their absence from RETURNING (DESIGN.md §4 step 3).
+-- reported by their absence from RETURNING (DESIGN.md §4 step 3). Rows come
+-- PENDING, or ERROR (records that do not decode), or, from an inline batch,
+-- already SUCCESS with their output (see _inline.py).
 INSERT INTO {schema}.workflows
-    (workflow_id, name, input, owner, status, error,
+    (workflow_id, name, input, owner, status, output, error,
      source_group, source_topic, source_partition, source_offset, ordering_key)
-SELECT u.workflow_id, u.name, u.input, %(owner)s, u.status, u.error,
+SELECT u.workflow_id, u.name, u.input, %(owner)s, u.status, u.output, u.error,
        u.source_group, u.source_topic, u.source_partition, u.source_offset, u.ordering_key
 FROM jsonb_to_recordset(%(rows)s::jsonb)
-     AS u(workflow_id text, name text, input jsonb, status text, error jsonb,
+     AS u(workflow_id text, name text, input jsonb, status text, output jsonb, error jsonb,
           source_group text, source_topic text, source_partition int,
           source_offset bigint, ordering_key text)
 ON CONFLICT (workflow_id) DO NOTHING
 RETURNING workflow_id;
+
+-- name: existing_workflows
+-- Which of a batch's workflow IDs are recorded already (an inline batch runs
+-- only the others): primary-key lookups. The IDs come as one JSON array,
+-- which psycopg adapts far faster than a text[] of hundreds of strings.
+SELECT w.workflow_id
+FROM {schema}.workflows w
+WHERE w.workflow_id IN (SELECT jsonb_array_elements_text(%(workflow_ids)s::jsonb));
+
+-- name: insert_inline_steps
+-- The checkpoints of an inline batch, written in the transaction that inserts
+-- their workflows already final: no fence to check (no other executor can
+-- claim a row that is not committed yet), and no ON CONFLICT: a step already
+-- there means the workflow was not ours to run, and the error rolls the batch
+-- back.
+INSERT INTO {schema}.steps (workflow_id, step, name, output, started_at)
+SELECT u.workflow_id, u.step, u.name, u.output, u.started_at
+FROM jsonb_to_recordset(%(rows)s::jsonb)
+     AS u(workflow_id text, step int, name text, output jsonb, started_at timestamptz);
 
 -- name: inspect_existing
 -- Redelivered rows: their state, and whether their owner is still alive.

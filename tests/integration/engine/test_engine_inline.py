@@ -1,0 +1,144 @@
+"""Inline batches (Engine.record with `inline`): fresh workflows run to their
+end inside the transaction that records the batch, their rows inserted
+already final (engine/_inline.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import engine_flows
+import psycopg
+
+import engine
+from engine import Disposition, NewWorkflow, Source
+
+
+def _register(eng: engine.Engine) -> Any:
+    @eng.step()
+    def double(n: int) -> int:
+        return 2 * n
+
+    @eng.transaction()
+    def effect(conn: psycopg.Connection[Any], n: int) -> None:
+        conn.execute(
+            "INSERT INTO public.effects (workflow_id, key, executor) VALUES (%s, %s, %s)",
+            (engine.current_workflow_id(), str(n), eng.executor_id),
+        )
+
+    @eng.workflow(name="inline-flow")
+    def flow(n: int) -> int:
+        doubled = double(n)
+        effect(n)
+        return doubled
+
+    return effect
+
+
+def _batch(count: int) -> list[NewWorkflow]:
+    return [
+        NewWorkflow(f"wf-{i}", "inline-flow", (i,), source=Source("g", "t", 0, i, None))
+        for i in range(count)
+    ]
+
+
+def _rows(url: str) -> dict[str, tuple[Any, ...]]:
+    rows = engine_flows.query(
+        url, "SELECT workflow_id, status, output, epoch FROM onceflow.workflows"
+    )
+    return {r[0]: r[1:] for r in rows}
+
+
+def test_inline_workflows_are_recorded_final_with_steps_and_effects(
+    engine_factory: Any, effects_url: str
+) -> None:
+    eng = engine_factory()
+    _register(eng)
+    eng.launch()
+
+    recorded = eng.record(_batch(3), inline=lambda item, fresh: fresh)
+
+    assert [r.disposition for r in recorded] == [Disposition.COMPLETED] * 3
+    assert _rows(effects_url) == {f"wf-{i}": ("SUCCESS", 2 * i, 1) for i in range(3)}
+    steps = engine_flows.query(
+        effects_url, "SELECT workflow_id, step, name FROM onceflow.steps ORDER BY 1, 2"
+    )
+    assert [(w, s) for w, s, _ in steps] == [(f"wf-{i}", s) for i in range(3) for s in (1, 2)]
+    assert sorted(k for _, k, _ in engine_flows.effects(effects_url)) == ["0", "1", "2"]
+
+
+def test_workflows_not_picked_are_recorded_pending_and_run_by_workers(
+    engine_factory: Any, effects_url: str
+) -> None:
+    eng = engine_factory()
+    _register(eng)
+    eng.launch()
+
+    recorded = eng.record(_batch(4), inline=lambda item, fresh: fresh and item.args[0] % 2 == 0)
+
+    assert [r.disposition for r in recorded] == [Disposition.COMPLETED, Disposition.NEW] * 2
+    statuses = {wid: row[0] for wid, row in _rows(effects_url).items()}
+    assert statuses == {"wf-0": "SUCCESS", "wf-1": "PENDING", "wf-2": "SUCCESS", "wf-3": "PENDING"}
+    for r in recorded:
+        if r.claimed is not None:
+            assert eng.run(r.claimed, fresh=r.fresh).result(timeout=30) == 2 * r.claimed.args[0]
+    assert sorted(k for _, k, _ in engine_flows.effects(effects_url)) == ["0", "1", "2", "3"]
+
+
+def test_a_redelivered_batch_runs_nothing_again(engine_factory: Any, effects_url: str) -> None:
+    eng = engine_factory()
+    _register(eng)
+    eng.launch()
+    eng.record(_batch(2), inline=lambda item, fresh: fresh)
+
+    again = eng.record(_batch(3), inline=lambda item, fresh: fresh)
+
+    assert [r.disposition for r in again] == [
+        Disposition.FINISHED,
+        Disposition.FINISHED,
+        Disposition.COMPLETED,
+    ]
+    assert sorted(k for _, k, _ in engine_flows.effects(effects_url)) == ["0", "1", "2"]
+
+
+def test_a_workflow_recorded_meanwhile_elsewhere_rolls_the_inline_batch_back(
+    engine_factory: Any, effects_url: str
+) -> None:
+    """Another executor records wf-1 while this batch runs it inline (after the
+    batch looked up which IDs exist): the inline attempt must roll back, its
+    transaction step's effect with it, so that wf-1's effect happens once."""
+    eng = engine_factory()
+    effect = _register(eng)
+    raced: list[str] = []
+
+    @eng.workflow(name="racing-flow")
+    def racing(n: int) -> int:
+        wid = engine.current_workflow_id()
+        if not raced:
+            raced.append(wid)
+            # Committed at once, owner-less: as if recorded and handed back.
+            with psycopg.connect(effects_url, autocommit=True) as other:
+                other.execute(
+                    "INSERT INTO onceflow.workflows (workflow_id, name, input)"
+                    " VALUES (%s, 'racing-flow', %s)",
+                    (wid, '{"args": [1], "kwargs": {}}'),
+                )
+        effect(n)
+        return n
+
+    eng.launch()
+    batch = [NewWorkflow("wf-0", "inline-flow", (0,)), NewWorkflow("wf-1", "racing-flow", (1,))]
+
+    recorded = eng.record(batch, inline=lambda item, fresh: fresh)
+
+    # Rolled back, then recorded the ordinary way: wf-0 inserted PENDING now,
+    # wf-1 found existing without an owner and claimed.
+    assert [r.disposition for r in recorded] == [Disposition.NEW, Disposition.CLAIMED]
+    assert engine_flows.effects(effects_url) == []
+    for r in recorded:
+        assert r.claimed is not None
+        eng.run(r.claimed, fresh=r.fresh).result(timeout=30)
+    assert sorted(k for _, k, _ in engine_flows.effects(effects_url)) == ["0", "1"]
+    assert {wid: row[0] for wid, row in _rows(effects_url).items()} == {
+        "wf-0": "SUCCESS",
+        "wf-1": "SUCCESS",
+    }
