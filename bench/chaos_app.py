@@ -5,7 +5,7 @@
     python -m consumers.cli run bench.chaos_app:app
 
 `bench.chaos` runs three of these (and more during a rebalance storm) and
-creates the tables they write to (`bench.chaos.create_tables`):
+creates the tables they write to (`bench.chaos_check.create_database`):
 
 - each plain step (`parse`, `work`) appends one row to `public.chaos_step_runs`
   every time it really runs (a replay from its checkpoint does not), so the

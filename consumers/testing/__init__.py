@@ -12,17 +12,9 @@ every record ran exactly once. `postgres_url()` and `kafka_bootstrap()` find (or
 start) the services to run them against.
 """
 
-from ._kit import (
-    ConsumerService,
-    Effects,
-    ExactlyOnceCheck,
-    Report,
-    committed_offsets,
-    create_topic,
-    produce,
-    rewind_group,
-    watermarks,
-)
+from ._check import Effects, ExactlyOnceCheck, Report
+from ._consumer_service import ConsumerService
+from ._kafka import committed_offsets, create_topic, produce, rewind_group, watermarks
 from ._services import ServiceUnavailable, kafka_bootstrap, postgres_url
 
 __all__ = [
