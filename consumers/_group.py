@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from engine import (
@@ -23,7 +22,6 @@ from engine import (
     DatabaseUnavailableError,
     Disposition,
     Engine,
-    InlinePolicy,
     NewWorkflow,
     OnceflowError,
     Source,
@@ -33,9 +31,10 @@ from engine import (
 
 from . import _faults
 from ._event import Envelope
-from ._ids import workflow_id
+from ._inline_policy import inline_policy
+from ._records import envelope, new_workflow
 from ._scheduler import TP, Entry, Scheduler
-from ._subscription import BadRecord, Subscription
+from ._subscription import Subscription
 from ._topics import describe_topics, patiently
 
 log = logging.getLogger("onceflow.consumer")
@@ -153,7 +152,7 @@ class GroupConsumer:
     # -- ingestion: decode, record, store offsets, schedule -------------------
 
     def _ingest(self, records: list[Message]) -> None:
-        envelopes = [_envelope(msg) for msg in records]
+        envelopes = [envelope(msg) for msg in records]
         self._check_rewinds(envelopes)
         items = [self._workflow_for(env) for env in envelopes]
         self.stats.consumed += len(records)
@@ -191,33 +190,10 @@ class GroupConsumer:
         self._dispatch()
 
     def _workflow_for(self, env: Envelope) -> NewWorkflow:
-        sub = self.routes[env.topic]
-        wid = workflow_id(
-            self.group, env.topic, self._topic_ids[env.topic], env.partition, env.offset
-        )
-        failure = None
-        event = None
-        try:
-            event = sub.decode(env, wid)
-        except BadRecord as exc:
-            # Parked as a failed workflow with its raw bytes: not dropped,
-            # and the partition goes on (DESIGN.md §4 step 2).
-            failure = {
-                "type": "BadRecord",
-                "message": str(exc),
-                "detail": orjson.dumps(exc.detail, default=str).decode(),
-            }
+        item = new_workflow(self.group, self.routes[env.topic], self._topic_ids[env.topic], env)
+        if item.failure is not None:
             self.stats.bad_records += 1
-        key = None if env.key is None else env.key.decode("utf-8", "backslashreplace")
-        source = Source(self.group, env.topic, env.partition, env.offset, key)
-        # An inline run comes at once, in this thread: it takes the Event just
-        # decoded rather than validating the value again. Workers runs may come
-        # much later: their queued input stays small.
-        if event is not None and sub.execution == "inline":
-            payload: dict[str, Any] = env.to_document(event)
-        else:
-            payload = env.to_json()
-        return NewWorkflow(wid, sub.name, (payload,), source=source, failure=failure)
+        return item
 
     def _held(self) -> set[str]:
         """Workflows in this consumer's lanes: queued, running or waited on.
@@ -230,45 +206,13 @@ class GroupConsumer:
                 held.update(sched.workflow_ids())
         return held
 
-    def _inline_policy(self, envelopes: list[Envelope]) -> InlinePolicy | None:
-        """Which fresh records run inline (subscriptions with execution="inline"):
-        only those whose lane holds nothing earlier, here or in the batch, so
-        that running them now keeps their order (DESIGN.md §5)."""
-        if not any(s.execution == "inline" for s in self.routes.values()):
-            return None
-        lanes: dict[tuple[int, str, int], tuple[TP, object] | None] = {}
-        for env in envelopes:
-            sched = self._scheds[env.topic]
-            lanes[env.offset, env.topic, env.partition] = sched.lane_of(
-                (env.topic, env.partition), env.key
-            )
-        blocked: set[object] = set()
-
-        def policy(item: NewWorkflow, fresh: bool) -> bool:
-            src = item.source
-            assert src is not None
-            lane = lanes[src.offset, src.topic, src.partition]
-            sched = self._scheds[src.topic]
-            with self._lock:
-                runnable = (
-                    fresh
-                    and self.routes[src.topic].execution == "inline"
-                    and lane not in blocked
-                    and not sched.lane_busy(lane)
-                )
-            if not runnable and lane is not None and item.failure is None:
-                blocked.add(lane)
-            return runnable
-
-        return policy
-
     def _record(
         self, items: list[NewWorkflow], held: set[str], envelopes: list[Envelope]
     ) -> list[Any]:
         delay = 0.1
         while True:
             try:
-                inline = self._inline_policy(envelopes)
+                inline = inline_policy(self.routes, self._scheds, self._lock, envelopes)
                 return self.engine.record(items, holding=held, inline=inline)
             except DatabaseUnavailableError as exc:
                 # No offset is stored while Postgres is away; the batch waits
@@ -621,24 +565,6 @@ class GroupConsumer:
             return sum(
                 s.total_buffered() for s in {id(s): s for s in self._scheds.values()}.values()
             )
-
-
-def _envelope(msg: Message) -> Envelope:
-    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-    assert topic is not None and partition is not None and offset is not None
-    ts_type, ts = msg.timestamp()
-    headers = msg.headers() or []
-    if isinstance(headers, dict):
-        headers = list(headers.items())
-    return Envelope(
-        topic,
-        partition,
-        offset,
-        msg.key(),
-        msg.value(),
-        ts if ts_type else None,
-        tuple((k, v.encode() if isinstance(v, str) else v) for k, v in headers),
-    )
 
 
 def _names(tps: set[TP]) -> str:

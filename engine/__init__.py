@@ -4,7 +4,7 @@ Knows nothing of Kafka; `consumers` builds on it (DESIGN.md §2).
 """
 
 from ._context import current_workflow_id, step_idempotency_key
-from ._engine import Engine, WorkflowHandle
+from ._engine import Engine
 from ._errors import (
     ConfigurationError,
     DatabaseUnavailableError,
@@ -21,6 +21,7 @@ from ._errors import (
     WorkflowFencedError,
     WorkflowNotFoundError,
 )
+from ._handle import WorkflowHandle
 from ._inline import InlinePolicy
 from ._migrate import migrate_database
 from ._models import (

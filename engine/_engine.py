@@ -1,4 +1,9 @@
-"""The Engine: registration, starting and inspecting workflows, lifecycle."""
+"""The Engine: registration, starting and inspecting workflows, lifecycle.
+
+The Engine is the facade: the work behind some of its methods lives in
+_sources.py (recording and claiming source-fed workflows), _handle.py
+(WorkflowHandle) and _rows.py (rows to and from models).
+"""
 
 from __future__ import annotations
 
@@ -10,27 +15,24 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Container, Sequence
-from concurrent.futures import Future
-from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import orjson
 import psycopg
 
-from . import _inline, _migrate
+from . import _migrate
 from ._config import build_settings
-from ._db import Database, Row, translate
+from ._db import Database, Row
 from ._errors import (
     OnceflowError,
     SerializationError,
-    WorkflowCancelledError,
     WorkflowConflictError,
-    WorkflowFailedError,
     WorkflowNotFoundError,
 )
-from ._inline import InlineAbort, InlinePolicy
+from ._handle import WorkflowHandle
+from ._inline import InlinePolicy
 from ._models import (
     Claimed,
-    Disposition,
     NewWorkflow,
     Recorded,
     Source,
@@ -40,8 +42,10 @@ from ._models import (
 )
 from ._registry import Registry, StepSpec, Workflow, default_name
 from ._retry import RetryPolicy
-from ._runner import Outcome, Runner, call_step, call_transaction, error_record
-from ._serialize import dumps, revive
+from ._rows import claimed_from_row, step_record, workflow_status
+from ._runner import Runner, call_step, call_transaction, error_record
+from ._serialize import dumps
+from ._sources import SourceIntake
 from ._sql import Queries
 from ._writer import CheckpointWriter
 
@@ -49,72 +53,6 @@ log = logging.getLogger("onceflow.engine")
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-class WorkflowHandle(Generic[R]):
-    """A started workflow: wait for its result, read its status."""
-
-    def __init__(
-        self, engine: Engine, workflow_id: str, run: Future[Outcome] | None = None
-    ) -> None:
-        self.engine = engine
-        self.workflow_id = workflow_id
-        self._run = run
-
-    def _local(self) -> Future[Outcome] | None:
-        return self._run or self.engine._runner.future(self.workflow_id)
-
-    def result(self, timeout: float | None = None) -> R:
-        """Wait for the workflow to end and return its result.
-
-        Raises:
-            WorkflowFailedError: it ended in ERROR (the error is attached).
-            WorkflowCancelledError: it was cancelled.
-            TimeoutError: it did not end within `timeout` seconds.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        local = self._local()
-        if local is not None:
-            outcome = local.result(timeout)
-            if outcome.status is not None:
-                return self._settle(outcome.status, outcome.output(), outcome.error)
-        pause = 0.01
-        while True:
-            st = self.engine.get_workflow(self.workflow_id)
-            if st.status.is_final:
-                return self._settle(st.status, st.output, st.error)
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"workflow {self.workflow_id!r} is still {st.status.value}")
-            time.sleep(pause)
-            pause = min(0.5, pause * 1.5)
-
-    def _settle(self, status: Status, output: Any, error: dict[str, str] | None) -> R:
-        if status is Status.SUCCESS:
-            return output  # type: ignore[no-any-return]
-        if status is Status.CANCELLED:
-            raise WorkflowCancelledError(self.workflow_id)
-        raise WorkflowFailedError(self.workflow_id, error or {})
-
-    def status(self) -> WorkflowStatus:
-        return self.engine.get_workflow(self.workflow_id)
-
-    def add_done_callback(self, fn: Callable[[WorkflowHandle[R], Status | None], None]) -> None:
-        """Call `fn(handle, status)` when this process's run ends (status None:
-        the run was fenced off). If the workflow does not run here, at once
-        with its current status."""
-        local = self._local()
-        if local is None:
-            st = self.engine.get_workflow(self.workflow_id).status
-            fn(self, st if st.is_final else None)
-            return
-
-        def done(f: Future[Outcome]) -> None:
-            fn(self, f.result().status)
-
-        local.add_done_callback(done)
-
-    def __repr__(self) -> str:
-        return f"<WorkflowHandle {self.workflow_id}>"
 
 
 class Engine:
@@ -166,7 +104,9 @@ class Engine:
         ]
         self._runner = Runner(self, self.settings.workers)
         self._stop = threading.Event()
+        # Inline batches' connections, one per recording thread (see _sources.py).
         self._inline_conns: dict[int, psycopg.Connection[Any]] = {}
+        self._sources = SourceIntake(self)
         self._heartbeat_thread: threading.Thread | None = None
         self._launched = False
         self._closed = False
@@ -401,7 +341,7 @@ class Engine:
         row = self._db.fetch_one(self._q["get_workflow"], {"workflow_id": workflow_id})
         if row is None:
             raise WorkflowNotFoundError(workflow_id)
-        return _status(row)
+        return workflow_status(row)
 
     def list_workflows(
         self, *, status: Status | str | None = None, name: str | None = None, limit: int = 100
@@ -410,21 +350,11 @@ class Engine:
         rows = self._db.fetch_all(
             self._q["list_workflows"], {"status": st, "name": name, "limit": limit}
         )
-        return [_status(r) for r in rows]
+        return [workflow_status(r) for r in rows]
 
     def get_steps(self, workflow_id: str) -> list[StepRecord]:
         rows = self._db.fetch_all(self._q["load_steps"], {"workflow_id": workflow_id})
-        return [
-            StepRecord(
-                r["step"],
-                r["name"],
-                _shown(r["output"]),
-                r["error"],
-                r["started_at"],
-                r["finished_at"],
-            )
-            for r in rows
-        ]
+        return [step_record(r) for r in rows]
 
     def cancel(self, workflow_id: str) -> bool:
         """Cancel a PENDING workflow; a run in progress is fenced off at its next
@@ -483,133 +413,14 @@ class Engine:
         of them raises, the batch is recorded the ordinary way instead.
         """
         self._require_launched()
-        if not batch:
-            return []
-        inserted: set[str] | None = None
-        completed: set[str] = set()
-        if inline is not None:
-            try:
-                inserted, completed = self._record_inline(batch, inline)
-            except InlineAbort as exc:
-                log.info("inline batch of %d falls back to ordinary runs: %s", len(batch), exc)
-        if inserted is None:
-            inserted = self._insert_batch(batch)
-        outcome: dict[str, Recorded] = {}
-        for item in batch:
-            if item.workflow_id in completed:
-                outcome[item.workflow_id] = Recorded(item.workflow_id, Disposition.COMPLETED)
-            elif item.workflow_id in inserted:
-                if item.failure is not None:  # recorded straight into ERROR: nothing to run
-                    outcome[item.workflow_id] = Recorded(item.workflow_id, Disposition.NEW)
-                else:
-                    claimed = Claimed(
-                        item.workflow_id,
-                        item.name,
-                        1,
-                        item.args,
-                        item.kwargs,
-                        item.source.offset if item.source else None,
-                    )
-                    outcome[item.workflow_id] = Recorded(
-                        item.workflow_id, Disposition.NEW, claimed, fresh=True
-                    )
-        existing = [i.workflow_id for i in batch if i.workflow_id not in inserted]
-        if existing:
-            outcome.update(self.inspect(existing, holding=holding))
-        return [outcome[i.workflow_id] for i in batch]
-
-    def _record_inline(
-        self, batch: Sequence[NewWorkflow], policy: InlinePolicy
-    ) -> tuple[set[str], set[str]]:
-        conn = self._inline_connection()
-        try:
-            # Pipeline mode: the users' statements go out without waiting for
-            # each answer; an error in one surfaces at the next sync.
-            with conn.pipeline():
-                return _inline.run_batch(self, conn, batch, policy, self._insert_on)
-        except InlineAbort:
-            raise
-        except psycopg.Error as exc:
-            if conn.closed or conn.broken:
-                self._inline_conns.pop(threading.get_ident(), None)
-                raise translate(exc, self._db.url) from exc
-            raise InlineAbort(f"{type(exc).__name__}: {exc}") from exc
-
-    def _inline_connection(self) -> psycopg.Connection[Any]:
-        # One per recording thread (one per consumer group), with psycopg's
-        # default tuple rows: users' transaction steps run on it.
-        conn = self._inline_conns.get(threading.get_ident())
-        if conn is None or conn.closed:
-            conn = self._db.connect(dict_rows=False)
-            self._inline_conns[threading.get_ident()] = conn
-        return conn
-
-    def _insert_on(
-        self,
-        conn: psycopg.Connection[Any],
-        batch: Sequence[NewWorkflow],
-        outputs: dict[str, str],
-    ) -> set[str]:
-        """Insert `batch` on `conn`; those in `outputs` (their results, by
-        workflow ID) already SUCCESS. Returns the IDs inserted."""
-        if not batch:
-            return set()
-        params = {"owner": self.executor_id, "rows": _batch_document(batch, outputs)}
-        return {row[0] for row in conn.execute(self._q["insert_workflows"], params).fetchall()}
-
-    def _insert_batch(self, batch: Sequence[NewWorkflow]) -> set[str]:
-        inserted = self._db.fetch_all(
-            self._q["insert_workflows"],
-            {"owner": self.executor_id, "rows": _batch_document(batch)},
-        )
-        return {r["workflow_id"] for r in inserted}
+        return self._sources.record(batch, holding=holding, inline=inline)
 
     def inspect(
         self, workflow_ids: Sequence[str], *, holding: Container[str] = ()
     ) -> dict[str, Recorded]:
         """Sort existing workflows: FINISHED, BUSY (a live executor, or this
         one, holds it) or CLAIMED now by this executor (its owner is gone)."""
-        rows = self._db.fetch_all(
-            self._q["inspect_existing"],
-            {
-                "workflow_ids": list(workflow_ids),
-                "lease": self.settings.lease,
-            },
-        )
-        result: dict[str, Recorded] = {}
-        to_claim: list[str] = []
-        for r in rows:
-            wid = r["workflow_id"]
-            if r["status"] != Status.PENDING:
-                result[wid] = Recorded(wid, Disposition.FINISHED)
-            elif (
-                wid in holding
-                or self._runner.is_active(wid)
-                or (r["owner_alive"] and r["owner"] != self.executor_id)
-            ):
-                result[wid] = Recorded(wid, Disposition.BUSY)
-            else:
-                to_claim.append(wid)
-        for claimed in self._claim(to_claim):
-            result[claimed.workflow_id] = Recorded(
-                claimed.workflow_id, Disposition.CLAIMED, claimed
-            )
-        for wid in workflow_ids:
-            result.setdefault(wid, Recorded(wid, Disposition.BUSY))
-        return result
-
-    def _claim(self, workflow_ids: list[str]) -> list[Claimed]:
-        if not workflow_ids:
-            return []
-        rows = self._db.fetch_all(
-            self._q["claim_workflows"],
-            {
-                "workflow_ids": workflow_ids,
-                "owner": self.executor_id,
-                "lease": self.settings.lease,
-            },
-        )
-        return sorted((_claimed(r) for r in rows), key=lambda c: c.source_offset or 0)
+        return self._sources.inspect(workflow_ids, holding=holding)
 
     def claim_source(
         self, source: Source, *, holding: Container[str] = ()
@@ -625,45 +436,12 @@ class Engine:
         claim them later (`inspect`), so that source order survives the
         hand-over (DESIGN.md §5, on assign).
         """
-        rows = self._db.fetch_all(
-            self._q["pending_for_source"],
-            {
-                "group": source.group,
-                "topic": source.topic,
-                "partition": source.partition,
-                "lease": self.settings.lease,
-            },
-        )
-        rows = [r for r in rows if r["workflow_id"] not in holding]
-        claimable = [
-            r["workflow_id"]
-            for r in rows
-            if not self._runner.is_active(r["workflow_id"])
-            and (not r["owner_alive"] or r["owner"] in (None, self.executor_id))
-        ]
-        claimed = self._claim(claimable)
-        got = {c.workflow_id for c in claimed}
-        waiting: list[tuple[str, int, tuple[Any, ...]]] = []
-        for r in rows:
-            if r["workflow_id"] not in got:
-                try:
-                    args = tuple(revive(r["input"])["args"])
-                except Exception:  # undecodable here: its own run parks it in ERROR
-                    args = ()
-                waiting.append((r["workflow_id"], r["source_offset"], args))
-        return claimed, waiting
+        return self._sources.claim_source(source, holding=holding)
 
     def release(self, workflow_ids: Sequence[str]) -> None:
         """Hand PENDING workflows back (owner cleared, epoch bumped) so that any
         executor may claim them now; a run still going here is fenced off."""
-        if workflow_ids:
-            self._db.execute(
-                self._q["release_workflows"],
-                {
-                    "workflow_ids": list(workflow_ids),
-                    "owner": self.executor_id,
-                },
-            )
+        self._sources.release(workflow_ids)
 
     def run(self, claimed: Claimed, *, fresh: bool = False) -> WorkflowHandle[Any]:
         """Run a workflow this executor owns (from `record` or `claim_source`)."""
@@ -678,7 +456,7 @@ class Engine:
 
     def _run_row(self, row: Row) -> None:
         try:
-            claimed = _claimed(row)
+            claimed = claimed_from_row(row)
         except SerializationError as exc:
             # Claimed, but its input cannot be decoded here: park it in ERROR
             # (resume() redrives it once fixed) rather than hold it forever.
@@ -722,84 +500,3 @@ class Engine:
             ),
             what="reading a step",
         )
-
-
-def _batch_document(batch: Sequence[NewWorkflow], outputs: dict[str, str] | None = None) -> str:
-    """A batch of workflow rows as one JSON document (see insert_workflows):
-    PENDING, or ERROR for a failure, or SUCCESS for those in `outputs` (their
-    results as JSON, by workflow ID: run inline before their row is written)."""
-    outputs = outputs or {}
-    rows = []
-    for item in batch:
-        src = item.source
-        payload = {"args": list(item.args), "kwargs": item.kwargs}
-        output = outputs.get(item.workflow_id)
-        rows.append(
-            {
-                "workflow_id": item.workflow_id,
-                "name": item.name,
-                "input": orjson.Fragment(dumps(payload, what=f"the input of {item.name!r}")),
-                "status": _initial_status(item, output),
-                "output": None if output is None else orjson.Fragment(output),
-                "error": item.failure,
-                "source_group": src.group if src else None,
-                "source_topic": src.topic if src else None,
-                "source_partition": src.partition if src else None,
-                "source_offset": src.offset if src else None,
-                "ordering_key": src.ordering_key if src else None,
-            }
-        )
-    return orjson.dumps(rows).decode()
-
-
-def _initial_status(item: NewWorkflow, output: str | None) -> str:
-    if output is not None:
-        return "SUCCESS"
-    return "PENDING" if item.failure is None else "ERROR"
-
-
-def _claimed(row: Row) -> Claimed:
-    data = revive(row["input"])
-    return Claimed(
-        row["workflow_id"],
-        row["name"],
-        row["epoch"],
-        tuple(data["args"]),
-        dict(data["kwargs"]),
-        row.get("source_offset"),
-    )
-
-
-def _shown(stored: Any) -> Any:
-    """Stored JSON revived for display; as stored if it names a model that is
-    gone, so that a workflow parked for that reason can still be inspected."""
-    try:
-        return revive(stored)
-    except SerializationError:
-        return stored
-
-
-def _status(row: Row) -> WorkflowStatus:
-    source = None
-    if row["source_group"] is not None:
-        source = Source(
-            row["source_group"],
-            row["source_topic"],
-            row["source_partition"],
-            row["source_offset"],
-            row["ordering_key"],
-        )
-    return WorkflowStatus(
-        workflow_id=row["workflow_id"],
-        name=row["name"],
-        status=Status(row["status"]),
-        input=_shown(row["input"]),
-        output=_shown(row["output"]),
-        error=row["error"],
-        owner=row["owner"],
-        epoch=row["epoch"],
-        attempts=row["attempts"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        source=source,
-    )

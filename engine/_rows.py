@@ -1,0 +1,107 @@
+"""Database rows to and from the engine's models: the JSON document a batch
+of workflows is inserted as, and the claimed, status and step records read
+back from rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from ._db import Row
+from ._errors import SerializationError
+from ._models import Claimed, NewWorkflow, Source, Status, StepRecord, WorkflowStatus
+from ._serialize import dumps, revive
+
+
+def batch_document(batch: Sequence[NewWorkflow], outputs: dict[str, str] | None = None) -> str:
+    """A batch of workflow rows as one JSON document (see insert_workflows):
+    PENDING, or ERROR for a failure, or SUCCESS for those in `outputs` (their
+    results as JSON, by workflow ID: run inline before their row is written)."""
+    outputs = outputs or {}
+    rows = []
+    for item in batch:
+        src = item.source
+        payload = {"args": list(item.args), "kwargs": item.kwargs}
+        output = outputs.get(item.workflow_id)
+        rows.append(
+            {
+                "workflow_id": item.workflow_id,
+                "name": item.name,
+                "input": orjson.Fragment(dumps(payload, what=f"the input of {item.name!r}")),
+                "status": _initial_status(item, output),
+                "output": None if output is None else orjson.Fragment(output),
+                "error": item.failure,
+                "source_group": src.group if src else None,
+                "source_topic": src.topic if src else None,
+                "source_partition": src.partition if src else None,
+                "source_offset": src.offset if src else None,
+                "ordering_key": src.ordering_key if src else None,
+            }
+        )
+    return orjson.dumps(rows).decode()
+
+
+def _initial_status(item: NewWorkflow, output: str | None) -> str:
+    if output is not None:
+        return "SUCCESS"
+    return "PENDING" if item.failure is None else "ERROR"
+
+
+def claimed_from_row(row: Row) -> Claimed:
+    data = revive(row["input"])
+    return Claimed(
+        row["workflow_id"],
+        row["name"],
+        row["epoch"],
+        tuple(data["args"]),
+        dict(data["kwargs"]),
+        row.get("source_offset"),
+    )
+
+
+def shown(stored: Any) -> Any:
+    """Stored JSON revived for display; as stored if it names a model that is
+    gone, so that a workflow parked for that reason can still be inspected."""
+    try:
+        return revive(stored)
+    except SerializationError:
+        return stored
+
+
+def workflow_status(row: Row) -> WorkflowStatus:
+    source = None
+    if row["source_group"] is not None:
+        source = Source(
+            row["source_group"],
+            row["source_topic"],
+            row["source_partition"],
+            row["source_offset"],
+            row["ordering_key"],
+        )
+    return WorkflowStatus(
+        workflow_id=row["workflow_id"],
+        name=row["name"],
+        status=Status(row["status"]),
+        input=shown(row["input"]),
+        output=shown(row["output"]),
+        error=row["error"],
+        owner=row["owner"],
+        epoch=row["epoch"],
+        attempts=row["attempts"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        source=source,
+    )
+
+
+def step_record(row: Row) -> StepRecord:
+    return StepRecord(
+        row["step"],
+        row["name"],
+        shown(row["output"]),
+        row["error"],
+        row["started_at"],
+        row["finished_at"],
+    )

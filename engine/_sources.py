@@ -1,0 +1,221 @@
+"""Recording and claiming the workflows a source feeds (for consumers).
+
+SourceIntake does the work behind Engine.record, Engine.inspect,
+Engine.claim_source and Engine.release: record a batch in one statement (or
+run its fresh workflows inline while recording it), sort out the ones that
+already existed, claim a source partition's PENDING work on assign, and hand
+work back. The Engine keeps the public methods and their contracts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Container, Sequence
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from . import _inline
+from ._db import translate
+from ._inline import InlineAbort, InlinePolicy
+from ._models import Claimed, Disposition, NewWorkflow, Recorded, Source, Status
+from ._rows import batch_document, claimed_from_row
+from ._serialize import revive
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+
+log = logging.getLogger("onceflow.engine")
+
+
+class SourceIntake:
+    """Records and claims workflows fed from a source, for one Engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._db = engine._db
+        self._q = engine._q
+        self.settings = engine.settings
+        self.executor_id = engine.executor_id
+        self._runner = engine._runner
+        # Shared with the Engine, which closes them at shutdown.
+        self._inline_conns = engine._inline_conns
+
+    def record(
+        self,
+        batch: Sequence[NewWorkflow],
+        *,
+        holding: Container[str] = (),
+        inline: InlinePolicy | None = None,
+    ) -> list[Recorded]:
+        """Engine.record: the contract is documented there."""
+        if not batch:
+            return []
+        inserted: set[str] | None = None
+        completed: set[str] = set()
+        if inline is not None:
+            try:
+                inserted, completed = self.record_inline(batch, inline)
+            except InlineAbort as exc:
+                log.info("inline batch of %d falls back to ordinary runs: %s", len(batch), exc)
+        if inserted is None:
+            inserted = self.insert_batch(batch)
+        outcome: dict[str, Recorded] = {}
+        for item in batch:
+            if item.workflow_id in completed:
+                outcome[item.workflow_id] = Recorded(item.workflow_id, Disposition.COMPLETED)
+            elif item.workflow_id in inserted:
+                if item.failure is not None:  # recorded straight into ERROR: nothing to run
+                    outcome[item.workflow_id] = Recorded(item.workflow_id, Disposition.NEW)
+                else:
+                    claimed = Claimed(
+                        item.workflow_id,
+                        item.name,
+                        1,
+                        item.args,
+                        item.kwargs,
+                        item.source.offset if item.source else None,
+                    )
+                    outcome[item.workflow_id] = Recorded(
+                        item.workflow_id, Disposition.NEW, claimed, fresh=True
+                    )
+        existing = [i.workflow_id for i in batch if i.workflow_id not in inserted]
+        if existing:
+            outcome.update(self.inspect(existing, holding=holding))
+        return [outcome[i.workflow_id] for i in batch]
+
+    def record_inline(
+        self, batch: Sequence[NewWorkflow], policy: InlinePolicy
+    ) -> tuple[set[str], set[str]]:
+        conn = self._inline_connection()
+        try:
+            # Pipeline mode: the users' statements go out without waiting for
+            # each answer; an error in one surfaces at the next sync.
+            with conn.pipeline():
+                return _inline.run_batch(self._engine, conn, batch, policy, self.insert_on)
+        except InlineAbort:
+            raise
+        except psycopg.Error as exc:
+            if conn.closed or conn.broken:
+                self._inline_conns.pop(threading.get_ident(), None)
+                raise translate(exc, self._db.url) from exc
+            raise InlineAbort(f"{type(exc).__name__}: {exc}") from exc
+
+    def _inline_connection(self) -> psycopg.Connection[Any]:
+        # One per recording thread (one per consumer group), with psycopg's
+        # default tuple rows: users' transaction steps run on it.
+        conn = self._inline_conns.get(threading.get_ident())
+        if conn is None or conn.closed:
+            conn = self._db.connect(dict_rows=False)
+            self._inline_conns[threading.get_ident()] = conn
+        return conn
+
+    def insert_on(
+        self,
+        conn: psycopg.Connection[Any],
+        batch: Sequence[NewWorkflow],
+        outputs: dict[str, str],
+    ) -> set[str]:
+        """Insert `batch` on `conn`; those in `outputs` (their results, by
+        workflow ID) already SUCCESS. Returns the IDs inserted."""
+        if not batch:
+            return set()
+        params = {"owner": self.executor_id, "rows": batch_document(batch, outputs)}
+        return {row[0] for row in conn.execute(self._q["insert_workflows"], params).fetchall()}
+
+    def insert_batch(self, batch: Sequence[NewWorkflow]) -> set[str]:
+        inserted = self._db.fetch_all(
+            self._q["insert_workflows"],
+            {"owner": self.executor_id, "rows": batch_document(batch)},
+        )
+        return {r["workflow_id"] for r in inserted}
+
+    def inspect(
+        self, workflow_ids: Sequence[str], *, holding: Container[str] = ()
+    ) -> dict[str, Recorded]:
+        """Engine.inspect: the contract is documented there."""
+        rows = self._db.fetch_all(
+            self._q["inspect_existing"],
+            {
+                "workflow_ids": list(workflow_ids),
+                "lease": self.settings.lease,
+            },
+        )
+        result: dict[str, Recorded] = {}
+        to_claim: list[str] = []
+        for r in rows:
+            wid = r["workflow_id"]
+            if r["status"] != Status.PENDING:
+                result[wid] = Recorded(wid, Disposition.FINISHED)
+            elif (
+                wid in holding
+                or self._runner.is_active(wid)
+                or (r["owner_alive"] and r["owner"] != self.executor_id)
+            ):
+                result[wid] = Recorded(wid, Disposition.BUSY)
+            else:
+                to_claim.append(wid)
+        for claimed in self.claim(to_claim):
+            result[claimed.workflow_id] = Recorded(
+                claimed.workflow_id, Disposition.CLAIMED, claimed
+            )
+        for wid in workflow_ids:
+            result.setdefault(wid, Recorded(wid, Disposition.BUSY))
+        return result
+
+    def claim(self, workflow_ids: list[str]) -> list[Claimed]:
+        if not workflow_ids:
+            return []
+        rows = self._db.fetch_all(
+            self._q["claim_workflows"],
+            {
+                "workflow_ids": workflow_ids,
+                "owner": self.executor_id,
+                "lease": self.settings.lease,
+            },
+        )
+        return sorted((claimed_from_row(r) for r in rows), key=lambda c: c.source_offset or 0)
+
+    def claim_source(
+        self, source: Source, *, holding: Container[str] = ()
+    ) -> tuple[list[Claimed], list[tuple[str, int, tuple[Any, ...]]]]:
+        """Engine.claim_source: the contract is documented there."""
+        rows = self._db.fetch_all(
+            self._q["pending_for_source"],
+            {
+                "group": source.group,
+                "topic": source.topic,
+                "partition": source.partition,
+                "lease": self.settings.lease,
+            },
+        )
+        rows = [r for r in rows if r["workflow_id"] not in holding]
+        claimable = [
+            r["workflow_id"]
+            for r in rows
+            if not self._runner.is_active(r["workflow_id"])
+            and (not r["owner_alive"] or r["owner"] in (None, self.executor_id))
+        ]
+        claimed = self.claim(claimable)
+        got = {c.workflow_id for c in claimed}
+        waiting: list[tuple[str, int, tuple[Any, ...]]] = []
+        for r in rows:
+            if r["workflow_id"] not in got:
+                try:
+                    args = tuple(revive(r["input"])["args"])
+                except Exception:  # undecodable here: its own run parks it in ERROR
+                    args = ()
+                waiting.append((r["workflow_id"], r["source_offset"], args))
+        return claimed, waiting
+
+    def release(self, workflow_ids: Sequence[str]) -> None:
+        """Engine.release: the contract is documented there."""
+        if workflow_ids:
+            self._db.execute(
+                self._q["release_workflows"],
+                {
+                    "workflow_ids": list(workflow_ids),
+                    "owner": self.executor_id,
+                },
+            )
