@@ -82,7 +82,7 @@ def _row(r: RunResult, base: float | None, system: str | None = None) -> str:
 
 def compare(
     results: Sequence[RunResult],
-    lat: LatencyResult | None,
+    latencies: Sequence[tuple[str, LatencyResult]],
     topic: Topic,
     args: argparse.Namespace,
 ) -> int:
@@ -106,10 +106,10 @@ def compare(
         " CPU: consumer process + its Postgres backends; WAL: the server's, all databases;"
         " busy: all cores of the machine"
     )
-    if lat is not None:
+    for system, lat in latencies:
         say("")
         say(
-            f"latency    onceflow at {lat.offered:,.0f} events/s offered ({lat.achieved:,.0f}/s"
+            f"latency    {system} at {lat.offered:,.0f} events/s offered ({lat.achieved:,.0f}/s"
             f" achieved), {lat.measured:,} records after a {lat.warmup:,}-record warm-up;"
             f" peak RSS {_mb(lat.peak_rss)} MB, busy {lat.busy * 100:.0f}%"
         )
@@ -124,18 +124,22 @@ def compare(
     ours = [r for r in results if r.system.startswith("onceflow")]
     bad = [r for r in results if r.problems or (r in ours and (r.duplicates or r.missing))]
     say("")
-    for run in ours if base else []:
+    for run in ours:
+        if not base:
+            break
         ratio = run.rate / base
         verdict = "met" if ratio >= TARGET_RATIO else "NOT met"
         say(f"target     {run.system} / plain batched = {ratio:.3f} (>= {TARGET_RATIO}): {verdict}")
-    if lat is not None and lat.complete_ms:
+    for system, lat in latencies:
+        if not lat.complete_ms:
+            continue
         p99 = lat.complete_ms[0.99]
         verdict = "met" if p99 < TARGET_P99_MS else "NOT met"
         say(
-            f"target     p99 produce->complete at {lat.offered:,.0f}/s = {p99:.1f} ms"
+            f"target     {system}: p99 produce->complete at {lat.offered:,.0f}/s = {p99:.1f} ms"
             f" (< {TARGET_P99_MS:.0f} ms): {verdict}"
         )
-    if bad or (lat is not None and (lat.duplicates or lat.missing or lat.problems)):
+    if bad or any(lat.duplicates or lat.missing or lat.problems for _, lat in latencies):
         say("CHECK FAILED: see PROBLEM lines above")
         return 1
     say("check      every record: exactly one effect row; Onceflow: one SUCCESS workflow each")

@@ -143,7 +143,9 @@ def _compare(svc: Services, args: argparse.Namespace, extra_env: dict[str, str])
     if topic.records != args.records:
         raise SystemExit(f"topic holds {topic.records} records, {args.records} produced")
     results: list[RunResult] = []
-    latency_result: latency.LatencyResult | None = None
+    latencies: list[tuple[str, latency.LatencyResult]] = []
+    # Each Onceflow mode that ran, and the environment its service runs with.
+    modes: list[tuple[RunResult, dict[str, str]]] = []
     try:
         if "plain-batched" in systems:
             say("run        plain consumer, one batched INSERT per poll (at-least-once)")
@@ -162,7 +164,6 @@ def _compare(svc: Services, args: argparse.Namespace, extra_env: dict[str, str])
             say("run        floor-compact: a row per workflow ID + the effect, one tx per poll")
             results.append(run_plain(svc, topic, "floor-compact", topic.ends))
             report.line(results[-1])
-        onceflow: RunResult | None = None
         if "onceflow" in systems:
             say("run        onceflow service (2 steps + 1 transaction step, exactly-once)")
             opts = OnceflowOptions(
@@ -175,11 +176,13 @@ def _compare(svc: Services, args: argparse.Namespace, extra_env: dict[str, str])
             )
             onceflow = run_onceflow(svc, topic, "onceflow", opts)
             results.append(onceflow)
+            modes.append((onceflow, extra_env))
             report.line(results[-1])
         if "onceflow-inline" in systems:
             say('run        onceflow service, execution="inline" (one commit per poll batch)')
+            inline_env = {**extra_env, "OFBENCH_EXECUTION": "inline"}
             opts = OnceflowOptions(
-                extra_env={**extra_env, "OFBENCH_EXECUTION": "inline"},
+                extra_env=inline_env,
                 keep=args.keep,
                 py_spy=args.py_spy,
                 py_spy_args=tuple(args.py_spy_args.split()),
@@ -187,6 +190,7 @@ def _compare(svc: Services, args: argparse.Namespace, extra_env: dict[str, str])
                 source=args.source.resolve(),
             )
             results.append(run_onceflow(svc, topic, "onceflow-inline", opts))
+            modes.append((results[-1], inline_env))
             report.line(results[-1])
         if "dbos" in systems:
             if dbos_run.installed():
@@ -195,15 +199,21 @@ def _compare(svc: Services, args: argparse.Namespace, extra_env: dict[str, str])
                 report.line(results[-1])
             else:
                 say("dbos: not installed")
-        if not args.no_latency and (onceflow is not None or args.rate):
-            rate = args.rate or max(1.0, round(onceflow.rate / 2) if onceflow else 1.0)
-            say(f"latency    onceflow at {rate:,.0f} events/s for {args.latency_seconds:.0f}s")
-            latency_result = latency.run_latency(
-                svc, args.partitions, rate, args.latency_seconds, extra_env=extra_env
+        # Latency of each Onceflow mode at half the rate it reached (or --rate).
+        for run, env in [] if args.no_latency else modes:
+            rate = args.rate or max(1.0, round(run.rate / 2))
+            say(f"latency    {run.system} at {rate:,.0f} events/s for {args.latency_seconds:.0f}s")
+            latencies.append(
+                (
+                    run.system,
+                    latency.run_latency(
+                        svc, args.partitions, rate, args.latency_seconds, extra_env=env
+                    ),
+                )
             )
     finally:
         infra.delete_topics(svc.bootstrap, [topic.name])
-    return report.compare(results, latency_result, topic, args)
+    return report.compare(results, latencies, topic, args)
 
 
 def _scaling(svc: Services, args: argparse.Namespace, extra_env: dict[str, str]) -> int:
