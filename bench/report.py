@@ -119,6 +119,7 @@ def compare(
         ):
             shown = "  ".join(f"p{q * 100:g} {v:6.1f}" for q, v in values.items())
             say(f"  {what} ms  {shown.replace('p100', 'max')}")
+        say(f"  complete: {lat.complete_by}")
         if lat.duplicates or lat.missing or lat.problems:
             say(f"  PROBLEM: duplicates {lat.duplicates}, missing {lat.missing} {lat.problems}")
     ours = [r for r in results if r.system.startswith("onceflow")]

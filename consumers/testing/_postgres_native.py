@@ -148,6 +148,8 @@ class NativePostgres(_NativeService):
             "unix_socket_directories": "''",  # TCP only: no socket-path length limit
             "max_connections": "300",  # many consumer processes in crash tests
             "shared_buffers": "128MB",
+            # Commit times, for the benchmark's produce->complete latency.
+            "track_commit_timestamp": "on",
         }
         with (cluster / "data" / "postgresql.conf").open("a") as conf:
             conf.write("\n# onceflow test cluster: fsync and synchronous_commit stay on\n")
