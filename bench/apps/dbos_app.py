@@ -4,9 +4,12 @@
     OFBENCH_KAFKA=HOST:PORT python -m bench.apps.dbos_app
 
 Run by `bench.throughput` only when `dbos` is installed (the benchmark never
-installs it). Written against DBOS Transact 3.x's documented API
-(`@DBOS.kafka_consumer`, `@DBOS.workflow`, `@DBOS.step`, `@DBOS.transaction`
-with `DBOS.sql_session`); not exercised where dbos is absent.
+installs it). Written against DBOS Transact 3.x (`@DBOS.kafka_consumer`,
+`@DBOS.workflow`, `@DBOS.step`). DBOS 3 removed the application database and
+`@DBOS.transaction`: the effect is written by a step on a connection pool of
+our own, which is how DBOS 3 applications write their own tables (a step is
+at-least-once: a re-run would insert the row again, and the benchmark's check
+would count it as a duplicate).
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ import threading
 from typing import Any
 
 # mypy: disable-error-code="import-not-found,untyped-decorator,unused-ignore"
-import sqlalchemy as sa  # a dependency of dbos
 from dbos import DBOS, DBOSConfig, KafkaMessage
+from psycopg_pool import ConnectionPool
 
 from bench import workload
 from bench.workload import BenchRecord
@@ -31,13 +34,13 @@ KAFKA = os.environ["OFBENCH_KAFKA"]
 config: DBOSConfig = {
     "name": "onceflow-bench",
     "system_database_url": URL,
-    "application_database_url": URL,
 }
 DBOS(config=config)
+_pool = ConnectionPool(URL, min_size=1, max_size=8, kwargs={"autocommit": True}, open=False)
 
-_INSERT = sa.text(
+_INSERT = (
     "INSERT INTO bench_effects (event_id, part, off, produced_ms, score)"
-    " VALUES (:event_id, :part, :off, :produced_ms, :score)"
+    " VALUES (%(event_id)s, %(part)s, %(off)s, %(produced_ms)s, %(score)s)"
 )
 
 
@@ -51,9 +54,10 @@ def b(value: int) -> int:
     return workload.step_b(value)
 
 
-@DBOS.transaction()
+@DBOS.step()
 def record_effect(row: dict[str, Any]) -> None:
-    DBOS.sql_session.execute(_INSERT, row)
+    with _pool.connection() as conn:
+        conn.execute(_INSERT, row)
 
 
 @DBOS.kafka_consumer(
@@ -82,9 +86,11 @@ def main() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    _pool.open()
     DBOS.launch()
     stop.wait()
     DBOS.destroy()
+    _pool.close()
 
 
 if __name__ == "__main__":
