@@ -35,21 +35,18 @@ to them); this module drives the run, produces the records and reads the options
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import sys
-import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import psycopg
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -57,6 +54,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from bench.chaos_check import Findings, check, create_database, drained
 from bench.chaos_config import KINDS, ChaosConfig, ChaosError, Say
 from bench.chaos_faults import Chaos, Fault, native_services, schedule
+from bench.chaos_feeder import Feeder
 from consumers.testing import create_topic
 from consumers.testing._services import (
     ENV_SERVICES_DIR,
@@ -142,64 +140,6 @@ def discard(result: ChaosResult, *, server_url: str, bootstrap: str) -> None:
         future.result(60)
 
 
-# ------------------------------------------------------------------ the producer
-
-
-class Feeder(threading.Thread):
-    """Produces `records` keyed records at `rate` a second, then flushes."""
-
-    def __init__(self, bootstrap: str, topic: str, config: ChaosConfig, seed: int) -> None:
-        super().__init__(name="chaos-feeder", daemon=True)
-        self.bootstrap, self.topic, self.config, self.seed = bootstrap, topic, config, seed
-        self.sent = 0
-        self.acked = 0
-        self.errors: list[str] = []
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        producer = Producer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "enable.idempotence": True,  # retries neither double nor reorder a key
-                "linger.ms": 5,
-                "message.timeout.ms": 600_000,  # outlast any broker restart
-                "log_level": 0,  # a broker restart makes librdkafka chatty
-            }
-        )
-
-        def delivered(err: KafkaError | None, _msg: Any) -> None:
-            if err is None:
-                self.acked += 1
-            else:
-                self.errors.append(str(err))
-
-        rng = random.Random(self.seed)
-        seqs = [0] * self.config.keys
-        start = time.monotonic()
-        try:
-            while self.sent < self.config.records and not self.stopping.is_set():
-                due = min(self.config.records, int((time.monotonic() - start) * self.config.rate))
-                while self.sent < due:
-                    k = rng.randrange(self.config.keys)
-                    key = f"k{k}"
-                    value = json.dumps({"id": self.sent, "key": key, "seq": seqs[k]}).encode()
-                    while True:
-                        try:
-                            producer.produce(self.topic, value, key.encode(), on_delivery=delivered)
-                            break
-                        except BufferError:  # the local queue is full: the broker is away
-                            if self.stopping.is_set():
-                                return
-                            producer.poll(0.1)
-                    seqs[k] += 1
-                    self.sent += 1
-                producer.poll(0.02)
-        finally:
-            left = producer.flush(600)
-            if left:
-                self.errors.append(f"{left} records never delivered")
-
-
 def run_chaos(
     config: ChaosConfig, *, server_url: str, bootstrap: str, say: Say = print
 ) -> ChaosResult:
@@ -243,7 +183,7 @@ def run_chaos(
         "CHAOS_WORK_SECONDS": str(config.work_seconds),
     }
     chaos = Chaos(config, env, log_dir, rng, say, natives)
-    feeder = Feeder(bootstrap, topic, config, seed)
+    feeder = Feeder(bootstrap, topic, config, seed, log_dir / "producer.log")
     errors: list[str] = []
     drain: float | None = None
     findings = Findings()
@@ -268,6 +208,8 @@ def run_chaos(
         last = time.monotonic()
         if chaos.faults:
             last = t0 + chaos.faults[-1].at + chaos.faults[-1].took
+        for note in feeder.replacements:
+            say(f"chaos: {note}")
         say(f"chaos: {feeder.acked} records produced in {time.monotonic() - t0:.0f}s; draining")
         deadline = time.monotonic() + config.drain_timeout
         while time.monotonic() < deadline:
