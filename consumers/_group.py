@@ -335,6 +335,12 @@ class GroupConsumer:
         (_check_foreign). Only then is the partition resumed, so per-key order
         survives the hand-over (DESIGN.md §5)."""
         for tp in sorted(self._handover):
+            with self._lock:
+                # Lanes kept through a lost assignment (_on_lost) may still
+                # queue work that was taken over, finished or handed back
+                # meanwhile: drop it from the lanes, so that the database says
+                # afresh, below, which of it is still to run and by whom.
+                self._scheds[tp[0]].take_queued(tp)
             try:
                 claimed, waiting = self.engine.claim_source(
                     Source(self.group, tp[0], tp[1], 0), holding=self._held()
@@ -353,10 +359,6 @@ class GroupConsumer:
                 if tp not in self._assigned:
                     self._unreleased.update(c.workflow_id for c in claimed)
                     continue
-                # Lanes kept through a lost assignment (_on_lost) still queue
-                # work: merge it with what was found, all in offset order.
-                for e in self._scheds[tp[0]].take_queued(tp):
-                    entries.append((e.offset, e.workflow_id, e.key, e.item))
                 for offset, wid, key, item in sorted(entries, key=lambda e: e[0]):
                     self._scheds[tp[0]].add(tp, key, offset, wid, item)
                 self.stats.handed_over += len(claimed)
