@@ -28,6 +28,10 @@ class EngineSettings(BaseSettings):
         heartbeat: seconds between heartbeats (well under `lease`).
         executor_id: this process's identity; a restart under the same ID
             resumes its own work at once instead of after the lease.
+        inline_steps: also write the step checkpoints of workflows run
+            inline (`execution="inline"`). Off by default: such a workflow
+            ends in the very transaction that records it, so nothing ever
+            replays its steps; its row keeps its input and output.
     """
 
     model_config = SettingsConfigDict(env_prefix="ONCEFLOW_", frozen=True, extra="forbid")
@@ -42,6 +46,7 @@ class EngineSettings(BaseSettings):
     executor_id: str = Field(default_factory=_default_executor_id, min_length=1)
     writers: int = Field(default=2, ge=1, le=64)
     max_batch: int = Field(default=1000, ge=1)
+    inline_steps: bool = False
 
     def url(self) -> str:
         if self.database_url is None:

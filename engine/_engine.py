@@ -66,6 +66,8 @@ class Engine:
         heartbeat: seconds between this executor's heartbeats.
         executor_id: stable identity; restarting under it resumes at once.
         writers: checkpoint writers (connections committing in parallel).
+        inline_steps: also keep step checkpoints of workflows run inline
+            (off by default: they end in the transaction recording them).
         migrate: apply pending migrations in launch(); if False, launch()
             refuses an unmigrated schema.
     """
@@ -80,6 +82,7 @@ class Engine:
         heartbeat: float | None = None,
         executor_id: str | None = None,
         writers: int | None = None,
+        inline_steps: bool | None = None,
         migrate: bool = True,
     ) -> None:
         self.settings = build_settings(
@@ -90,6 +93,7 @@ class Engine:
             heartbeat=heartbeat,
             executor_id=executor_id,
             writers=writers,
+            inline_steps=inline_steps,
         )
         self.executor_id = self.settings.executor_id
         self._migrate = migrate

@@ -39,6 +39,7 @@ import orjson
 import psycopg
 
 from ._context import WorkflowContext, _step, _workflow
+from ._deferred import DeferringConnection
 from ._models import NewWorkflow
 from ._serialize import dumps
 
@@ -59,11 +60,22 @@ class InlineBatch:
     """The rows an inline batch writes at its end."""
 
     conn: psycopg.Connection[Any]
+    # Whether step checkpoints are written (Engine's `inline_steps`). A
+    # workflow run inline ends in the transaction that records it, so nothing
+    # ever replays its steps: by default only its row and output are kept.
+    keep_steps: bool = False
+    # What transaction steps get as their connection: their writes go out in runs.
+    deferred: DeferringConnection = field(init=False)
     steps: list[dict[str, Any]] = field(default_factory=list)
     # Result (JSON) of each workflow run to completion, by workflow ID.
     outputs: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.deferred = DeferringConnection(self.conn)
+
     def step(self, ctx: WorkflowContext, number: int, name: str, output: str) -> None:
+        if not self.keep_steps:
+            return
         self.steps.append(
             {
                 "workflow_id": ctx.workflow_id,
@@ -93,9 +105,16 @@ def run_step(
     return value
 
 
-# Inserts the rows of a batch not recorded yet (finished ones with their
-# outputs, by workflow ID); returns the IDs it inserted.
-Insert = Callable[[psycopg.Connection[Any], Sequence[NewWorkflow], dict[str, str]], set[str]]
+# Sends the insert of rows not recorded yet (finished ones with their
+# outputs, by workflow ID) without waiting; its cursor yields the IDs inserted.
+Insert = Callable[
+    [psycopg.Connection[Any], Sequence[NewWorkflow], dict[str, str]], "psycopg.Cursor[Any] | None"
+]
+
+# Workflows run between two sends of their rows and effects. Pipeline mode
+# sends without waiting, so Postgres writes one chunk while this thread runs
+# the next: the two cores work at once instead of in turn.
+CHUNK = 64
 
 
 def run_batch(
@@ -111,22 +130,24 @@ def run_batch(
     back, when a workflow raises or another executor records one of the
     workflows run here meanwhile.
     """
-    state = InlineBatch(conn)
+    state = InlineBatch(conn, keep_steps=engine.settings.inline_steps)
     with conn.transaction():
         ids = orjson.dumps([item.workflow_id for item in batch]).decode()
         found = conn.execute(engine._q["existing_workflows"], {"workflow_ids": ids}).fetchall()
         existing = {row[0] for row in found}
+        sent: list[psycopg.Cursor[Any]] = []
+        chunk: list[NewWorkflow] = []
         for item in batch:
             fresh = item.workflow_id not in existing and item.failure is None
             if policy(item, fresh) and fresh:
                 state.outputs[item.workflow_id] = _run_workflow(engine, state, item)
-        # Inserted now, already final: no PENDING row, no completing UPDATE.
-        new = [item for item in batch if item.workflow_id not in existing]
-        inserted = insert(conn, new, state.outputs)
-        if state.steps:
-            conn.execute(
-                engine._q["insert_inline_steps"], {"rows": orjson.dumps(state.steps).decode()}
-            )
+            if item.workflow_id not in existing:
+                chunk.append(item)
+            if len(chunk) >= CHUNK:
+                _send_chunk(engine, state, chunk, insert, sent)
+                chunk = []
+        _send_chunk(engine, state, chunk, insert, sent)
+        inserted = {row[0] for cur in sent for row in cur.fetchall()}
         # The exactly-once check: a workflow run here that another executor
         # inserted since the lookup above (ON CONFLICT skipped ours) was not
         # ours to run. Rolling back undoes its transaction steps; the ordinary
@@ -135,6 +156,27 @@ def run_batch(
         if taken:
             raise InlineAbort(f"{len(taken)} workflows were recorded meanwhile by another executor")
     return inserted, set(state.outputs)
+
+
+def _send_chunk(
+    engine: Engine,
+    state: InlineBatch,
+    chunk: Sequence[NewWorkflow],
+    insert: Insert,
+    sent: list[psycopg.Cursor[Any]],
+) -> None:
+    """Send what a chunk of the batch wrote (its transaction steps' statements,
+    then its rows, already final: no PENDING row, no completing UPDATE) and
+    go on without waiting for Postgres."""
+    state.deferred.flush()
+    cur = insert(state.conn, chunk, state.outputs)
+    if cur is not None:
+        sent.append(cur)
+    if state.steps:
+        state.conn.execute(
+            engine._q["insert_inline_steps"], {"rows": orjson.dumps(state.steps).decode()}
+        )
+        state.steps.clear()
 
 
 def _run_workflow(engine: Engine, state: InlineBatch, item: NewWorkflow) -> str:

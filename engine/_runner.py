@@ -282,8 +282,9 @@ def call_transaction(
     number = ctx.take_step_number()
     inline = ctx.inline
     if inline is not None:
+        inline.deferred.begin_step()
         return _inline.run_step(
-            ctx, inline, number, spec.name, lambda: spec.fn(inline.conn, *args, **kwargs)
+            ctx, inline, number, spec.name, lambda: spec.fn(inline.deferred, *args, **kwargs)
         )
     recorded = ctx.recorded.get(number)
     if recorded is not None:

@@ -116,13 +116,14 @@ class SourceIntake:
         conn: psycopg.Connection[Any],
         batch: Sequence[NewWorkflow],
         outputs: dict[str, str],
-    ) -> set[str]:
-        """Insert `batch` on `conn`; those in `outputs` (their results, by
-        workflow ID) already SUCCESS. Returns the IDs inserted."""
+    ) -> psycopg.Cursor[Any] | None:
+        """Send the insert of `batch` on `conn` (those in `outputs`, their
+        results by workflow ID, already SUCCESS); its cursor's rows are the
+        IDs inserted."""
         if not batch:
-            return set()
+            return None
         params = {"owner": self.executor_id, "rows": batch_document(batch, outputs)}
-        return {row[0] for row in conn.execute(self._q["insert_workflows"], params).fetchall()}
+        return conn.execute(self._q["insert_workflows"], params)
 
     def insert_batch(self, batch: Sequence[NewWorkflow]) -> set[str]:
         inserted = self._db.fetch_all(
