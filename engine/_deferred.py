@@ -28,6 +28,7 @@ nothing more of that step is deferred: the connection is handed through.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Mapping
 from typing import Any
 
 import psycopg
@@ -43,7 +44,9 @@ class DeferredCursor:
         self._cursor: psycopg.Cursor[Any] | None = None
 
     def __getattr__(self, name: str) -> Any:
-        if self._cursor is None:
+        # Anything done through this cursor (reading its rows, or running
+        # another statement on it) comes after every call made before it.
+        if self._cursor is None or self._owner._queue:
             self._owner.flush()
         assert self._cursor is not None, "a deferred statement was sent without its cursor"
         return getattr(self._cursor, name)
@@ -89,6 +92,9 @@ class DeferringConnection:
             # Options of its own, or no parameters (DDL, SET, …): sent now.
             self.flush()
             return self._conn.execute(query, params, prepare=prepare, binary=binary)
+        # The parameters as they are now: a caller may reuse the object for
+        # its next statement before this one is sent (a shallow copy).
+        params = dict(params) if isinstance(params, Mapping) else tuple(params)
         placeholder = DeferredCursor(self)
         self._queue.append((query, params, weakref.ref(placeholder)))
         return placeholder
