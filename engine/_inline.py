@@ -47,7 +47,8 @@ if TYPE_CHECKING:
     from ._engine import Engine
 
 # Decides, in batch order, which workflows run inline: called with each item
-# and whether it was inserted just now (only fresh ones can run inline).
+# not already final, and whether it is fresh (not recorded yet: only those
+# can run inline).
 InlinePolicy = Callable[[NewWorkflow, bool], bool]
 
 
@@ -135,9 +136,15 @@ def run_batch(
         ids = orjson.dumps([item.workflow_id for item in batch]).decode()
         found = conn.execute(engine._q["existing_workflows"], {"workflow_ids": ids}).fetchall()
         existing = {row[0] for row in found}
+        final = {row[0] for row in found if row[1]}
         sent: list[psycopg.Cursor[Any]] = []
         chunk: list[NewWorkflow] = []
         for item in batch:
+            if item.workflow_id in final:
+                # Redelivered and done: nothing to run, nothing it holds up.
+                # Not shown to the policy, which would hold its key's later
+                # records back from running inline.
+                continue
             fresh = item.workflow_id not in existing and item.failure is None
             if policy(item, fresh) and fresh:
                 state.outputs[item.workflow_id] = _run_workflow(engine, state, item)

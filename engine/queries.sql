@@ -31,10 +31,11 @@ ON CONFLICT (workflow_id) DO NOTHING
 RETURNING workflow_id;
 
 -- name: existing_workflows
--- Which of a batch's workflow IDs are recorded already (an inline batch runs
--- only the others): primary-key lookups. The IDs come as one JSON array,
--- which psycopg adapts far faster than a text[] of hundreds of strings.
-SELECT w.workflow_id
+-- Which of a batch's workflow IDs are recorded already, and whether they are
+-- final (an inline batch runs only the others): primary-key lookups. The IDs
+-- come as one JSON array, which psycopg adapts far faster than a text[] of
+-- hundreds of strings.
+SELECT w.workflow_id, w.status <> 'PENDING'
 FROM {schema}.workflows w
 WHERE w.workflow_id IN (SELECT jsonb_array_elements_text(%(workflow_ids)s::jsonb));
 
