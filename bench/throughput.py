@@ -41,11 +41,19 @@ from bench import backlog, dbos_run, infra, latency, report
 from bench.infra import ROOT, Services, say
 from bench.runs import OnceflowOptions, RunResult, Topic, run_onceflow, run_plain
 
-SYSTEMS = ("plain-batched", "plain-per-event", "onceflow", "onceflow-inline", "dbos")
-# Not run unless named in --systems: Onceflow's rows written the cheapest way (one
+SYSTEMS = ("plain-batched", "plain-per-event", "onceflow", "onceflow-workers", "dbos")
+# The Onceflow rows: system, the subscription's `execution` (None: the
+# default, what a user gets), and how the run is announced.
+ONCEFLOW_MODES = (
+    ("onceflow", None, 'defaults (execution="auto")'),
+    ("onceflow-workers", "workers", 'execution="workers"'),
+    ("onceflow-inline", "inline", 'execution="inline"'),
+)
+# Not run unless named in --systems: Onceflow forced inline (what "auto" does
+# with this quick handler); Onceflow's rows written the cheapest way (one
 # transaction per poll, no engine), the ceiling of Onceflow's data model; and the
 # compact floor: only a row per workflow ID and the effect (bench/apps/floor.py).
-EXTRA_SYSTEMS = ("floor", "floor-compact")
+EXTRA_SYSTEMS = ("onceflow-inline", "floor", "floor-compact")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--systems",
         default=",".join(SYSTEMS),
-        help=f"comma-separated, from {', '.join(SYSTEMS + EXTRA_SYSTEMS)} (default: all but the floors)",
+        help=f"comma-separated, from {', '.join(SYSTEMS + EXTRA_SYSTEMS)} (default: all but onceflow-inline and the floors)",
     )
     p.add_argument(
         "--rate", type=float, default=0.0, help="latency load, events/s (default: half Onceflow's)"
@@ -164,33 +172,21 @@ def _compare(svc: Services, args: argparse.Namespace, extra_env: dict[str, str])
             say("run        floor-compact: a row per workflow ID + the effect, one tx per poll")
             results.append(run_plain(svc, topic, "floor-compact", topic.ends))
             report.line(results[-1])
-        if "onceflow" in systems:
-            say("run        onceflow service (2 steps + 1 transaction step, exactly-once)")
+        for system, execution, what in ONCEFLOW_MODES:
+            if system not in systems:
+                continue
+            say(f"run        onceflow service, {what} (2 steps + 1 transaction step, exactly-once)")
+            env = {**extra_env, "OFBENCH_EXECUTION": execution} if execution else extra_env
             opts = OnceflowOptions(
-                extra_env=extra_env,
+                extra_env=env,
                 keep=args.keep,
                 py_spy=args.py_spy,
                 py_spy_args=tuple(args.py_spy_args.split()),
                 statements=args.statements,
                 source=args.source.resolve(),
             )
-            onceflow = run_onceflow(svc, topic, "onceflow", opts)
-            results.append(onceflow)
-            modes.append((onceflow, extra_env))
-            report.line(results[-1])
-        if "onceflow-inline" in systems:
-            say('run        onceflow service, execution="inline" (one commit per poll batch)')
-            inline_env = {**extra_env, "OFBENCH_EXECUTION": "inline"}
-            opts = OnceflowOptions(
-                extra_env=inline_env,
-                keep=args.keep,
-                py_spy=args.py_spy,
-                py_spy_args=tuple(args.py_spy_args.split()),
-                statements=args.statements,
-                source=args.source.resolve(),
-            )
-            results.append(run_onceflow(svc, topic, "onceflow-inline", opts))
-            modes.append((results[-1], inline_env))
+            results.append(run_onceflow(svc, topic, system, opts))
+            modes.append((results[-1], env))
             report.line(results[-1])
         if "dbos" in systems:
             if dbos_run.installed():

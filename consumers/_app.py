@@ -75,7 +75,7 @@ class KafkaApp:
         max_in_flight: int = 256,
         max_buffered: int | None = None,
         name: str | None = None,
-        execution: Execution = "workers",
+        execution: Execution = "auto",
         consumer_config: dict[str, Any] | None = None,
     ) -> Callable[[H], H]:
         """Run the decorated handler as a durable workflow for every record of
@@ -89,13 +89,15 @@ class KafkaApp:
                 (default 4 x max_in_flight, at least 1,000).
             name: the workflow name (default `kafka:{group}:{module.function}`);
                 keep it stable across deploys, recovery looks workflows up by it.
-            execution: "workers" (default) runs each workflow on a worker
-                thread, its steps checkpointed by the group-commit writers.
-                "inline" runs fresh records in the consumer thread, in offset
-                order, inside the transaction that records their batch: one
-                commit per poll batch, for handlers without slow calls (a
+            execution: "inline" runs fresh records in the consumer thread, in
+                offset order, inside the transaction that records their batch:
+                one commit per poll batch, for handlers without slow calls (a
                 handler that raises sends its batch the "workers" way, where
-                steps retry).
+                steps retry). "workers" runs each workflow on a worker thread,
+                its steps checkpointed by the group-commit writers. "auto"
+                (default) runs inline until three runs in a row take over
+                10 ms each, then on the workers for a minute, and so on; a
+                batch that fell back sends it to the workers for 10 s.
             consumer_config: extra confluent-kafka consumer settings.
         """
         if not topics:

@@ -31,7 +31,7 @@ from engine import (
 
 from . import _faults
 from ._event import Envelope
-from ._inline_policy import inline_policy
+from ._inline_policy import COOL_OFF_AFTER_FALLBACK, InlineGovernor, inline_policy
 from ._records import envelope, new_workflow
 from ._scheduler import TP, Entry, Scheduler
 from ._subscription import Subscription
@@ -72,6 +72,7 @@ class GroupConsumer:
         self.engine = engine
         self.group = group
         self.routes = {t: s for s in subscriptions for t in s.topics}
+        self._governor = InlineGovernor()
         self.kafka_conf = kafka_conf
         self.batch_size = batch_size
         self.poll_timeout = poll_timeout
@@ -212,8 +213,18 @@ class GroupConsumer:
         delay = 0.1
         while True:
             try:
-                inline = inline_policy(self.routes, self._scheds, self._lock, envelopes)
-                return self.engine.record(items, holding=held, inline=inline)
+                inline = inline_policy(
+                    self.routes, self._scheds, self._lock, envelopes, self._governor
+                )
+                recorded = self.engine.record(items, holding=held, inline=inline)
+                fell_back = not any(r.disposition is Disposition.COMPLETED for r in recorded)
+                if inline is not None and inline.picked and fell_back:
+                    # The inline attempt rolled back (a handler raised).
+                    for sub in inline.picked.values():
+                        self._governor.cool_off(
+                            sub, COOL_OFF_AFTER_FALLBACK, "an inline batch fell back"
+                        )
+                return recorded
             except DatabaseUnavailableError as exc:
                 # No offset is stored while Postgres is away; the batch waits
                 # here and Kafka keeps the records (DESIGN.md §7).

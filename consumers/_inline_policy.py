@@ -1,17 +1,72 @@
 """Which fresh records of a batch run inline: the InlinePolicy a consumer
-group hands to Engine.record (DESIGN.md §5)."""
+group hands to Engine.record (DESIGN.md §5), and, for execution="auto", the
+memory of which handlers have shown themselves slow."""
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
-from engine import InlinePolicy, NewWorkflow
+from engine import NewWorkflow
 
 from ._event import Envelope
 from ._scheduler import TP, Scheduler
 from ._subscription import Subscription
+
+log = logging.getLogger("onceflow.consumers")
+
+# execution="auto": STRIKES workflow runs in a row that each take longer than
+# SLOW send their subscription to the workers for COOL_OFF seconds. An inline
+# run holds up the whole consumer (every partition of the group), so only
+# handlers that finish in about the time of a database round trip or two
+# belong there; a handler calling a slow service is better spread over the
+# worker threads. One slow run is not enough: a handler's first run in a
+# process often sets things up (a connection, a cache).
+SLOW = 0.010
+STRIKES = 3
+COOL_OFF = 60.0
+# After an inline batch fell back (a handler raised), so that a handler that
+# fails often does not run every batch twice.
+COOL_OFF_AFTER_FALLBACK = 10.0
+
+
+class InlineGovernor:
+    """Which execution="auto" subscriptions run inline now: all of them,
+    except those cooling off after a slow run or a fallback. One per group
+    consumer; used from its thread only."""
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        self._clock = clock
+        self._until: dict[str, float] = {}
+        self._strikes: dict[str, int] = {}
+
+    def inline(self, sub: Subscription) -> bool:
+        if sub.execution != "auto":
+            return sub.execution == "inline"
+        until = self._until.get(sub.name)
+        return until is None or self._clock() >= until
+
+    def ran(self, sub: Subscription, seconds: float) -> None:
+        """An inline run of `sub`'s handler took `seconds`."""
+        if seconds <= SLOW:
+            self._strikes.pop(sub.name, None)
+            return
+        strikes = self._strikes.get(sub.name, 0) + 1
+        self._strikes[sub.name] = strikes
+        if strikes >= STRIKES:
+            del self._strikes[sub.name]
+            why = f"{strikes} runs in a row over {SLOW * 1000:.0f} ms (the last {seconds * 1000:.0f} ms)"
+            self.cool_off(sub, COOL_OFF, why)
+
+    def cool_off(self, sub: Subscription, seconds: float, why: str) -> None:
+        if sub.execution != "auto":
+            return
+        if self.inline(sub):
+            log.info("%s runs on the worker threads for %.0fs: %s", sub.name, seconds, why)
+        self._until[sub.name] = self._clock() + seconds
 
 
 def inline_policy(
@@ -19,14 +74,16 @@ def inline_policy(
     scheds: Mapping[str, Scheduler[Any]],
     lock: threading.RLock,
     envelopes: list[Envelope],
-) -> InlinePolicy | None:
-    """Which fresh records run inline (subscriptions with execution="inline"):
-    only those whose lane holds nothing earlier, here or in the batch, so
-    that running them now keeps their order (DESIGN.md §5).
+    governor: InlineGovernor,
+) -> BatchPolicy | None:
+    """Which fresh records run inline (subscriptions with execution="inline",
+    or "auto" while their handler is quick): only those whose lane holds
+    nothing earlier, here or in the batch, so that running them now keeps
+    their order (DESIGN.md §5).
 
     `routes` and `scheds` are the group's subscription and scheduler by topic;
     `lock` guards the schedulers."""
-    if not any(s.execution == "inline" for s in routes.values()):
+    if not any(governor.inline(s) for s in routes.values()):
         return None
     lanes: dict[tuple[int, str, int], tuple[TP, object] | None] = {}
     for env in envelopes:
@@ -34,22 +91,49 @@ def inline_policy(
         lanes[env.offset, env.topic, env.partition] = sched.lane_of(
             (env.topic, env.partition), env.key
         )
-    blocked: set[object] = set()
+    return BatchPolicy(routes, scheds, lock, governor, lanes)
 
-    def policy(item: NewWorkflow, fresh: bool) -> bool:
+
+class BatchPolicy:
+    """The InlinePolicy of one batch; `picked` names the subscriptions of the
+    workflows it sent inline (an InlinePolicy, called in batch order)."""
+
+    def __init__(
+        self,
+        routes: Mapping[str, Subscription],
+        scheds: Mapping[str, Scheduler[Any]],
+        lock: threading.RLock,
+        governor: InlineGovernor,
+        lanes: dict[tuple[int, str, int], tuple[TP, object] | None],
+    ) -> None:
+        self._routes, self._scheds, self._lock = routes, scheds, lock
+        self._governor, self._lanes = governor, lanes
+        self._blocked: set[object] = set()
+        self.picked: dict[str, Subscription] = {}
+        # The run picked last and when it started: the policy is asked about
+        # each item just before it would run, so the time since is its length.
+        self._last: Subscription | None = None
+        self._last_start = 0.0
+
+    def __call__(self, item: NewWorkflow, fresh: bool) -> bool:
         src = item.source
         assert src is not None
-        lane = lanes[src.offset, src.topic, src.partition]
-        sched = scheds[src.topic]
-        with lock:
+        now = time.perf_counter()
+        if self._last is not None:
+            self._governor.ran(self._last, now - self._last_start)
+        self._last = None
+        lane = self._lanes[src.offset, src.topic, src.partition]
+        sub = self._routes[src.topic]
+        with self._lock:
             runnable = (
                 fresh
-                and routes[src.topic].execution == "inline"
-                and lane not in blocked
-                and not sched.lane_busy(lane)
+                and self._governor.inline(sub)
+                and lane not in self._blocked
+                and not self._scheds[src.topic].lane_busy(lane)
             )
-        if not runnable and lane is not None and item.failure is None:
-            blocked.add(lane)
+        if runnable:
+            self._last, self._last_start = sub, now
+            self.picked[sub.name] = sub
+        elif lane is not None and item.failure is None:
+            self._blocked.add(lane)
         return runnable
-
-    return policy

@@ -54,7 +54,7 @@ def new_workflow(group: str, sub: Subscription, topic_id: str, env: Envelope) ->
     # An inline run comes at once, in this thread: it takes the Event just
     # decoded rather than validating the value again. Workers runs may come
     # much later: their queued input stays small.
-    if event is not None and sub.execution == "inline":
+    if event is not None and sub.execution != "workers":
         payload: dict[str, Any] = env.to_document(event)
     else:
         payload = env.to_json()

@@ -12,8 +12,8 @@ from ._event import Envelope, Event
 from ._scheduler import Ordering
 
 ORDERINGS: tuple[Ordering, ...] = ("key", "partition", "none")
-Execution = Literal["workers", "inline"]
-EXECUTIONS: tuple[Execution, ...] = ("workers", "inline")
+Execution = Literal["auto", "workers", "inline"]
+EXECUTIONS: tuple[Execution, ...] = ("auto", "workers", "inline")
 
 
 class BadRecord(Exception):
@@ -34,7 +34,7 @@ class Subscription:
     ordering: Ordering
     max_in_flight: int
     max_buffered: int
-    execution: Execution = "workers"
+    execution: Execution = "auto"
     consumer_config: dict[str, Any] = field(default_factory=dict)
 
     def decode(self, envelope: Envelope, workflow_id: str) -> Event[Any]:

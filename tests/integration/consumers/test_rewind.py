@@ -51,7 +51,7 @@ def test_rewound_offsets_create_no_workflow_and_repeat_no_effect(
     ends = {p: high for p, (_, high) in watermarks(kafka_bootstrap, topic).items()}
     assert committed_offsets(kafka_bootstrap, group, topic) == ends
     before = table_state(effects_url)
-    assert before[:3] == (RECORDS, 3 * RECORDS, RECORDS)
+    assert (before[0], before[2]) == (RECORDS, RECORDS)  # workflows, effects
 
     rewind_group(kafka_bootstrap, group, topic, 0)
     assert committed_offsets(kafka_bootstrap, group, topic) == dict.fromkeys(ends, 0)
