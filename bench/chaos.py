@@ -181,6 +181,7 @@ def run_chaos(
         "CHAOS_SESSION_TIMEOUT_MS": str(int(config.session_timeout * 1000)),
         "CHAOS_COMMIT_INTERVAL_MS": str(int(config.commit_interval * 1000)),
         "CHAOS_WORK_SECONDS": str(config.work_seconds),
+        "CHAOS_EXECUTION": config.execution,
     }
     chaos = Chaos(config, env, log_dir, rng, say, natives)
     feeder = Feeder(bootstrap, topic, config, seed, log_dir / "producer.log")
@@ -289,6 +290,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--drain-timeout", type=float, default=defaults.drain_timeout)
     parser.add_argument("--work-seconds", type=float, default=defaults.work_seconds)
     parser.add_argument(
+        "--execution",
+        choices=("auto", "workers", "inline"),
+        default=defaults.execution,
+        help="the subscription's execution mode",
+    )
+    parser.add_argument(
         "--commit-interval",
         type=float,
         default=defaults.commit_interval,
@@ -321,6 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         heartbeat=args.heartbeat,
         drain_timeout=args.drain_timeout,
         work_seconds=args.work_seconds,
+        execution=args.execution,
         commit_interval=args.commit_interval,
         log_dir=args.log_dir,
         keep=args.keep,

@@ -18,8 +18,8 @@ creates the tables they write to (`bench.chaos_check.create_database`):
 Settings: CHAOS_TOPIC, CHAOS_GROUP (required); CHAOS_BATCH_SIZE,
 CHAOS_MAX_IN_FLIGHT, CHAOS_SESSION_TIMEOUT_MS (how soon Kafka hands a dead or
 frozen member's partitions to another), CHAOS_COMMIT_INTERVAL_MS (how often the
-consumer commits the offsets it stored) and CHAOS_WORK_SECONDS (time the `work`
-step takes). The engine's own settings come from ONCEFLOW_* as usual.
+consumer commits the offsets it stored), CHAOS_WORK_SECONDS (time the `work`
+step takes) and CHAOS_EXECUTION (the subscription's `execution`, default auto). The engine's own settings come from ONCEFLOW_* as usual.
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import BaseModel
 
-from consumers import Event, KafkaApp
+from consumers import Event, Execution, KafkaApp
 from engine import Engine, step_idempotency_key
 
 TOPIC = os.environ["CHAOS_TOPIC"]
@@ -147,6 +147,7 @@ def record_effect(conn: psycopg.Connection[Any], workflow_id: str, info: dict[st
     ordering="key",
     max_in_flight=int(os.environ.get("CHAOS_MAX_IN_FLIGHT", "64")),
     name="chaos",
+    execution=cast(Execution, os.environ.get("CHAOS_EXECUTION", "auto")),
     consumer_config={
         "session.timeout.ms": int(os.environ.get("CHAOS_SESSION_TIMEOUT_MS", "6000")),
         "heartbeat.interval.ms": 500,

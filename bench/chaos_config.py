@@ -43,5 +43,6 @@ class ChaosConfig:
     commit_interval: float = 1.0
     drain_timeout: float = 600.0
     work_seconds: float = 0.0  # how long the handler's `work` step takes
+    execution: str = "auto"  # the subscription's `execution`
     log_dir: Path | None = None
     keep: bool = False

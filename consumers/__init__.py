@@ -9,10 +9,12 @@ from ._config import KafkaSettings
 from ._event import Event
 from ._ids import parse_workflow_id, workflow_id
 from ._scheduler import Ordering
+from ._subscription import Execution
 from ._topics import UnknownTopicError
 
 __all__ = [
     "Event",
+    "Execution",
     "KafkaApp",
     "KafkaSettings",
     "Ordering",

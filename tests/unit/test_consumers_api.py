@@ -20,6 +20,7 @@ from engine import ConfigurationError
 
 PUBLIC = [
     "Event",
+    "Execution",
     "KafkaApp",
     "KafkaSettings",
     "Ordering",
