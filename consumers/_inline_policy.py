@@ -16,7 +16,7 @@ from ._event import Envelope
 from ._scheduler import TP, Scheduler
 from ._subscription import Subscription
 
-log = logging.getLogger("onceflow.consumers")
+log = logging.getLogger("onceflow.consumer")
 
 # execution="auto": STRIKES workflow runs in a row that each take longer than
 # SLOW send their subscription to the workers for COOL_OFF seconds. An inline
@@ -96,7 +96,8 @@ def inline_policy(
 
 class BatchPolicy:
     """The InlinePolicy of one batch; `picked` names the subscriptions of the
-    workflows it sent inline (an InlinePolicy, called in batch order)."""
+    workflows it sent inline (an InlinePolicy, called in batch order; the
+    engine reports how long each inline run took to `ran`)."""
 
     def __init__(
         self,
@@ -110,18 +111,10 @@ class BatchPolicy:
         self._governor, self._lanes = governor, lanes
         self._blocked: set[object] = set()
         self.picked: dict[str, Subscription] = {}
-        # The run picked last and when it started: the policy is asked about
-        # each item just before it would run, so the time since is its length.
-        self._last: Subscription | None = None
-        self._last_start = 0.0
 
     def __call__(self, item: NewWorkflow, fresh: bool) -> bool:
         src = item.source
         assert src is not None
-        now = time.perf_counter()
-        if self._last is not None:
-            self._governor.ran(self._last, now - self._last_start)
-        self._last = None
         lane = self._lanes[src.offset, src.topic, src.partition]
         sub = self._routes[src.topic]
         with self._lock:
@@ -132,8 +125,11 @@ class BatchPolicy:
                 and not self._scheds[src.topic].lane_busy(lane)
             )
         if runnable:
-            self._last, self._last_start = sub, now
             self.picked[sub.name] = sub
         elif lane is not None and item.failure is None:
             self._blocked.add(lane)
         return runnable
+
+    def ran(self, item: NewWorkflow, seconds: float) -> None:
+        assert item.source is not None
+        self._governor.ran(self._routes[item.source.topic], seconds)

@@ -30,6 +30,7 @@ way, where steps retry with backoff and failures are recorded.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,7 +49,8 @@ if TYPE_CHECKING:
 
 # Decides, in batch order, which workflows run inline: called with each item
 # not already final, and whether it is fresh (not recorded yet: only those
-# can run inline).
+# can run inline). A policy with a method `ran(item, seconds)` is told how long
+# each inline run took (its handler's time, not the batch's SQL).
 InlinePolicy = Callable[[NewWorkflow, bool], bool]
 
 
@@ -132,6 +134,7 @@ def run_batch(
     workflows run here meanwhile.
     """
     state = InlineBatch(conn, keep_steps=engine.settings.inline_steps)
+    timed: Callable[[NewWorkflow, float], None] | None = getattr(policy, "ran", None)
     with conn.transaction():
         ids = orjson.dumps([item.workflow_id for item in batch]).decode()
         found = conn.execute(engine._q["existing_workflows"], {"workflow_ids": ids}).fetchall()
@@ -147,7 +150,10 @@ def run_batch(
                 continue
             fresh = item.workflow_id not in existing and item.failure is None
             if policy(item, fresh) and fresh:
+                started = time.perf_counter()
                 state.outputs[item.workflow_id] = _run_workflow(engine, state, item)
+                if timed is not None:
+                    timed(item, time.perf_counter() - started)
             if item.workflow_id not in existing:
                 chunk.append(item)
             if len(chunk) >= CHUNK:
