@@ -32,12 +32,17 @@ RETURNING workflow_id;
 
 -- name: existing_workflows
 -- Which of a batch's workflow IDs are recorded already, and whether they are
--- final (an inline batch runs only the others): primary-key lookups. The IDs
--- come as one JSON array, which psycopg adapts far faster than a text[] of
--- hundreds of strings.
+-- final (an inline batch runs only the others). The IDs come as one JSON
+-- array, which psycopg adapts far faster than a text[] of hundreds of strings.
+-- One primary-key probe per ID, whatever the table's size: the LATERAL ...
+-- LIMIT 1 cannot be flattened into a join, which the planner (guessing 100
+-- IDs) would run as a hash join over the whole table.
 SELECT w.workflow_id, w.status <> 'PENDING'
-FROM {schema}.workflows w
-WHERE w.workflow_id IN (SELECT jsonb_array_elements_text(%(workflow_ids)s::jsonb));
+FROM jsonb_array_elements_text(%(workflow_ids)s::jsonb) AS u(workflow_id)
+CROSS JOIN LATERAL (
+    SELECT x.workflow_id, x.status FROM {schema}.workflows x
+    WHERE x.workflow_id = u.workflow_id LIMIT 1
+) w;
 
 -- name: insert_inline_steps
 -- The checkpoints of an inline batch, written in the transaction that inserts
