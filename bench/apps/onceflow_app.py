@@ -7,12 +7,13 @@
 Topic, group and effects table come from OFBENCH_TOPIC, OFBENCH_GROUP and
 OFBENCH_TABLE; the engine's own settings from ONCEFLOW_* as usual
 (ONCEFLOW_WORKERS, ONCEFLOW_WRITERS, ...). For experiments, OFBENCH_ORDERING,
-OFBENCH_MAX_IN_FLIGHT and OFBENCH_BATCH_SIZE override the subscription's
+OFBENCH_MAX_IN_FLIGHT, OFBENCH_BATCH_SIZE and OFBENCH_CONSUMER_CONFIG override the subscription's
 defaults; the benchmark leaves them unset, so it measures what a user gets.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, cast
 
@@ -35,6 +36,8 @@ if execution := os.environ.get("OFBENCH_EXECUTION"):
     _tuning["execution"] = execution
 if max_in_flight := os.environ.get("OFBENCH_MAX_IN_FLIGHT"):
     _tuning["max_in_flight"] = int(max_in_flight)
+if consumer_config := os.environ.get("OFBENCH_CONSUMER_CONFIG"):
+    _tuning["consumer_config"] = json.loads(consumer_config)  # librdkafka settings, JSON
 _app_tuning: dict[str, Any] = {}
 if batch_size := os.environ.get("OFBENCH_BATCH_SIZE"):
     _app_tuning["batch_size"] = int(batch_size)
