@@ -71,6 +71,8 @@ def test_backlog_is_consumed_with_bounded_work_and_memory(
         max_buffered=MAX_BUFFERED,
         step_delay=0.002,
         probe=probe,
+        # The worker threads' bounds are under test (inline runs hold none).
+        execution="workers",
     )
     samples = Samples(rss=psutil.Process().memory_info().rss)
     baseline = samples.rss

@@ -24,7 +24,7 @@ import psycopg
 from psycopg import sql
 from pydantic import BaseModel
 
-from consumers import Event, KafkaApp, Ordering
+from consumers import Event, Execution, KafkaApp, Ordering
 
 EFFECTS = "effects"
 
@@ -83,6 +83,7 @@ def subscribe_flow(
     step_delay: float = 0.0,
     probe: Probe | None = None,
     consumer_config: dict[str, Any] | None = None,
+    execution: Execution = "auto",
 ) -> None:
     """Subscribe the flow to `topic` under `group` on `app`."""
     eng = app.engine
@@ -121,6 +122,7 @@ def subscribe_flow(
         max_buffered=max_buffered,
         name=f"flow:{group}",
         consumer_config=consumer_config,
+        execution=execution,
     )
     def handle(event: Event[Order]) -> int:
         info = parse(event.value, event.partition, event.offset)
