@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from engine import ConfigurationError, Engine
+from engine import ConfigurationError, Engine, current_workflow_id
 
 from ._config import check_reserved, kafka_settings
 from ._event import Envelope
@@ -144,8 +144,6 @@ class KafkaApp:
 
             def run_record(envelope: dict[str, Any]) -> Any:
                 env = Envelope.from_json(envelope)
-                from engine import current_workflow_id
-
                 return handler(sub.decode(env, current_workflow_id()))
 
             self.engine.workflow(name=wf_name)(run_record)

@@ -203,6 +203,10 @@ class GroupConsumer:
             self.stats.bad_records += 1
         return item
 
+    def _owns(self, tp: TP) -> bool:
+        """Whether `tp` is assigned here with its hand-over done (call under _lock)."""
+        return tp in self._assigned and tp not in self._handover
+
     def _held(self) -> set[str]:
         """Workflows in this consumer's lanes: queued, running or waited on.
         Never claimed again while held (a claim would bump the epoch and fence
@@ -221,7 +225,7 @@ class GroupConsumer:
         while True:
             try:
                 inline = inline_policy(
-                    self.routes, self._scheds, self._lock, envelopes, self._governor
+                    self.routes, self._scheds, self._lock, envelopes, self._governor, self._owns
                 )
                 recorded = self.engine.record(items, holding=held, inline=inline)
                 fell_back = not any(r.disposition is Disposition.COMPLETED for r in recorded)

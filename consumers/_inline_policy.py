@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from engine import NewWorkflow
@@ -75,6 +75,7 @@ def inline_policy(
     lock: threading.RLock,
     envelopes: list[Envelope],
     governor: InlineGovernor,
+    owned: Callable[[TP], bool],
 ) -> BatchPolicy | None:
     """Which fresh records run inline (subscriptions with execution="inline",
     or "auto" while their handler is quick): only those whose lane holds
@@ -82,7 +83,11 @@ def inline_policy(
     their order (DESIGN.md §5).
 
     `routes` and `scheds` are the group's subscription and scheduler by topic;
-    `lock` guards the schedulers."""
+    `lock` guards the schedulers; `owned` tells (under `lock`) whether a
+    partition is assigned here with its hand-over done. A record of any other
+    partition (fetched before a revoke) never runs inline: the partition's
+    earlier records may be queued elsewhere now, and running it would pass
+    them."""
     if not any(governor.inline(s) for s in routes.values()):
         return None
     lanes: dict[tuple[int, str, int], tuple[TP, object] | None] = {}
@@ -91,7 +96,7 @@ def inline_policy(
         lanes[env.offset, env.topic, env.partition] = sched.lane_of(
             (env.topic, env.partition), env.key
         )
-    return BatchPolicy(routes, scheds, lock, governor, lanes)
+    return BatchPolicy(routes, scheds, lock, governor, lanes, owned)
 
 
 class BatchPolicy:
@@ -106,9 +111,10 @@ class BatchPolicy:
         lock: threading.RLock,
         governor: InlineGovernor,
         lanes: dict[tuple[int, str, int], tuple[TP, object] | None],
+        owned: Callable[[TP], bool],
     ) -> None:
         self._routes, self._scheds, self._lock = routes, scheds, lock
-        self._governor, self._lanes = governor, lanes
+        self._governor, self._lanes, self._owned = governor, lanes, owned
         self._blocked: set[object] = set()
         self.picked: dict[str, Subscription] = {}
 
@@ -121,6 +127,7 @@ class BatchPolicy:
             runnable = (
                 fresh
                 and self._governor.inline(sub)
+                and self._owned((src.topic, src.partition))
                 and lane not in self._blocked
                 and not self._scheds[src.topic].lane_busy(lane)
             )

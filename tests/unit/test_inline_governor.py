@@ -8,6 +8,8 @@ COOL_OFF_AFTER_FALLBACK; "inline" and "workers" subscriptions ignore it all.
 from __future__ import annotations
 
 import logging
+import threading
+from typing import Any
 
 import pytest
 
@@ -19,6 +21,7 @@ from consumers._inline_policy import (
     InlineGovernor,
 )
 from consumers._subscription import Execution, Subscription
+from engine import NewWorkflow, Source
 
 QUICK = SLOW / 10
 SLOWER = SLOW * 3
@@ -244,3 +247,35 @@ def test_two_governors_share_nothing(clock: Clock) -> None:
         first.ran(sub, SLOWER)
     assert not first.inline(sub)
     assert second.inline(sub)
+
+
+# -- the batch policy: which records of a batch may run inline -----------------
+
+
+def _policy(owned: set[tuple[str, int]], offsets: list[int]) -> Any:
+    """A BatchPolicy for records of topic "t", partitions 0 and 1, one key."""
+    from consumers._event import Envelope
+    from consumers._inline_policy import inline_policy
+    from consumers._scheduler import Scheduler
+
+    sub = _subscription()
+    sched: Scheduler[Any] = Scheduler("key", max_in_flight=8, max_buffered=8)
+    envelopes = [Envelope("t", p, o, b"k", b"{}", None, ()) for p in (0, 1) for o in offsets]
+    return inline_policy(
+        {"t": sub}, {"t": sched}, threading.RLock(), envelopes, InlineGovernor(), owned.__contains__
+    )
+
+
+def _item(partition: int, offset: int) -> NewWorkflow:
+    return NewWorkflow(
+        f"w-{partition}-{offset}", "n", (), source=Source("g", "t", partition, offset, "k")
+    )
+
+
+def test_records_of_a_partition_not_owned_here_never_run_inline() -> None:
+    # Partition 1 was revoked (or awaits its hand-over) after its records were
+    # fetched: its earlier records may be queued elsewhere, so none of its
+    # records may pass them by running here, now.
+    policy = _policy({("t", 0)}, [5, 6])
+    assert [policy(_item(0, o), True) for o in (5, 6)] == [True, True]
+    assert [policy(_item(1, o), True) for o in (5, 6)] == [False, False]
