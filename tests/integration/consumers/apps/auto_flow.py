@@ -17,15 +17,8 @@ consumer thread (`onceflow-group-…`) inline, `onceflow-worker-…` otherwise.
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
-import psycopg
-from psycopg import sql
-
-from apps.flow import EFFECTS, Order
-from apps.inline_flow import Refused, Runs
-from consumers import Event, KafkaApp
+from apps.inline_flow import Refused, Runs, subscribe_inline_flow
+from consumers import KafkaApp
 
 __all__ = ["Refused", "Runs", "subscribe_auto_flow"]
 
@@ -43,42 +36,15 @@ def subscribe_auto_flow(
 ) -> str:
     """Subscribe the flow to `topic` under `group` on `app`, with no `execution`
     argument; returns the workflow name."""
-    eng = app.engine
-    executor = eng.executor_id
-    name = f"auto-flow:{group}"
-    insert = sql.SQL(
-        'INSERT INTO {} (workflow_id, grp, key, seq, partition, "offset", executor)'
-        " VALUES (%s, %s, %s, %s, %s, %s, %s)"
-    ).format(sql.Identifier("public", EFFECTS))
-
-    @eng.step(name="parse")
-    def parse(value: Order, partition: int, offset: int) -> dict[str, Any]:
-        if delay:
-            time.sleep(delay)
-        return {"key": value.key, "seq": value.seq, "partition": partition, "offset": offset}
-
-    @eng.transaction(name="record_effect")
-    def record_effect(conn: psycopg.Connection[Any], wid: str, info: dict[str, Any]) -> None:
-        conn.execute(
-            insert,
-            (wid, group, info["key"], info["seq"], info["partition"], info["offset"], executor),
-        )
-
-    @eng.step(name="verify", retries=fail_retries, initial_delay=0.01, max_delay=0.05)
-    def verify(seq: int) -> None:
-        if seq != fail_seq:
-            return
-        if runs is not None:
-            runs.verify(seq)
-        raise Refused(f"record {seq} is refused")
-
-    @app.subscribe(topic, group=group, model=Order, max_in_flight=max_in_flight, name=name)
-    def handle(event: Event[Order]) -> int:
-        if runs is not None:
-            runs.ran(event.value.seq)
-        info = parse(event.value, event.partition, event.offset)
-        record_effect(event.workflow_id, info)
-        verify(event.value.seq)
-        return event.value.seq
-
-    return name
+    return subscribe_inline_flow(
+        app,
+        topic=topic,
+        group=group,
+        execution=None,
+        delay=delay,
+        fail_seq=fail_seq,
+        fail_retries=fail_retries,
+        max_in_flight=max_in_flight,
+        runs=runs,
+        name=f"auto-flow:{group}",
+    )

@@ -19,14 +19,15 @@ run after run: inline runs happen on the group's consumer thread
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict
-from typing import Any, Literal
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from apps.flow import EFFECTS, Order
-from consumers import Event, KafkaApp
+from consumers import Event, Execution, KafkaApp
 
 
 class Refused(Exception):
@@ -55,15 +56,21 @@ def subscribe_inline_flow(
     *,
     topic: str,
     group: str,
-    execution: Literal["workers", "inline"] = "inline",
+    execution: Execution | None = "inline",
+    delay: float = 0.0,
     fail_seq: int | None = None,
     fail_retries: int = 2,
     max_in_flight: int = 64,
     runs: Runs | None = None,
     consumer_config: dict[str, Any] | None = None,
-) -> None:
-    """Subscribe the flow to `topic` under `group` on `app`."""
+    name: str | None = None,
+) -> str:
+    """Subscribe the flow to `topic` under `group` on `app` (`execution` None:
+    the subscription's default); `parse` sleeps `delay` seconds first.
+    Returns the workflow name."""
     eng = app.engine
+    name = name or f"inline-flow:{group}"
+    chosen: dict[str, Any] = {} if execution is None else {"execution": execution}
     executor = eng.executor_id
     insert = sql.SQL(
         'INSERT INTO {} (workflow_id, grp, key, seq, partition, "offset", executor)'
@@ -72,6 +79,8 @@ def subscribe_inline_flow(
 
     @eng.step(name="parse")
     def parse(value: Order, partition: int, offset: int) -> dict[str, Any]:
+        if delay:
+            time.sleep(delay)
         return {"key": value.key, "seq": value.seq, "partition": partition, "offset": offset}
 
     @eng.transaction(name="record_effect")
@@ -94,9 +103,9 @@ def subscribe_inline_flow(
         group=group,
         model=Order,
         max_in_flight=max_in_flight,
-        name=f"inline-flow:{group}",
-        execution=execution,
+        name=name,
         consumer_config=consumer_config,
+        **chosen,
     )
     def handle(event: Event[Order]) -> int:
         if runs is not None:
@@ -105,3 +114,5 @@ def subscribe_inline_flow(
         record_effect(event.workflow_id, info)
         verify(event.value.seq)
         return event.value.seq
+
+    return name
