@@ -40,6 +40,7 @@ from ._models import (
     StepRecord,
     WorkflowStatus,
 )
+from ._multirow import Tables
 from ._registry import Registry, StepSpec, Workflow, default_name
 from ._retry import RetryPolicy
 from ._rows import claimed_from_row, step_record, workflow_status
@@ -110,6 +111,8 @@ class Engine:
         self._stop = threading.Event()
         # Inline batches' connections, one per recording thread (see _sources.py).
         self._inline_conns: dict[int, psycopg.Connection[Any]] = {}
+        # Users' tables that take their inline steps' INSERTs multi-row (_multirow.py).
+        self._tables = Tables(self._q["table_sees_statements"])
         self._sources = SourceIntake(self)
         self._heartbeat_thread: threading.Thread | None = None
         self._launched = False

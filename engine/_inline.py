@@ -42,6 +42,7 @@ import psycopg
 from ._context import WorkflowContext, _step, _workflow
 from ._deferred import DeferringConnection
 from ._models import NewWorkflow
+from ._multirow import Tables
 from ._serialize import dumps
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ class InlineBatch:
     """The rows an inline batch writes at its end."""
 
     conn: psycopg.Connection[Any]
+    tables: Tables
     # Whether step checkpoints are written (Engine's `inline_steps`). A
     # workflow run inline ends in the transaction that records it, so nothing
     # ever replays its steps: by default only its row and output are kept.
@@ -74,7 +76,7 @@ class InlineBatch:
     outputs: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.deferred = DeferringConnection(self.conn)
+        self.deferred = DeferringConnection(self.conn, self.tables)
 
     def step(self, ctx: WorkflowContext, number: int, name: str, output: str) -> None:
         if not self.keep_steps:
@@ -133,7 +135,7 @@ def run_batch(
     back, when a workflow raises or another executor records one of the
     workflows run here meanwhile.
     """
-    state = InlineBatch(conn, keep_steps=engine.settings.inline_steps)
+    state = InlineBatch(conn, engine._tables, keep_steps=engine.settings.inline_steps)
     timed: Callable[[NewWorkflow, float], None] | None = getattr(policy, "ran", None)
     with conn.transaction():
         ids = orjson.dumps([item.workflow_id for item in batch]).decode()

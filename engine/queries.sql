@@ -233,3 +233,27 @@ SET heartbeat_at = now(), hostname = EXCLUDED.hostname, pid = EXCLUDED.pid;
 
 -- name: remove_executor
 DELETE FROM {schema}.executors WHERE executor_id = %(executor_id)s;
+
+-- name: table_sees_statements
+-- Whether a user's table could tell one multi-row INSERT from many
+-- single-row ones (_multirow.py sends runs of single-row INSERTs of inline
+-- transaction steps as multi-row ones only when it could not): anything but
+-- a plain table (a view's INSERT lands in tables not looked at here, a
+-- partitioned one in partitions), any trigger but BEFORE ROW ones (statement
+-- triggers fire once per statement, AFTER ROW ones at its end, when they see
+-- the later rows too), a rule, or a foreign key to the table itself (checked
+-- at the end of each statement: a row could refer to a later row).
+SELECT NOT EXISTS (
+    SELECT 1 FROM pg_catalog.pg_class
+    WHERE oid = %(table)s::regclass AND relkind = 'r'
+) OR EXISTS (
+    SELECT 1 FROM pg_catalog.pg_trigger
+    WHERE tgrelid = %(table)s::regclass AND NOT tgisinternal
+      AND (tgtype & 3) <> 3  -- bit 0: ROW, bit 1: BEFORE
+) OR EXISTS (
+    SELECT 1 FROM pg_catalog.pg_rewrite
+    WHERE ev_class = %(table)s::regclass AND rulename <> '_RETURN'
+) OR EXISTS (
+    SELECT 1 FROM pg_catalog.pg_constraint
+    WHERE conrelid = %(table)s::regclass AND contype = 'f' AND confrelid = conrelid
+);

@@ -1,7 +1,8 @@
 """Deferred statements of inline transaction steps (engine/_deferred.py): an
 inline step's `conn.execute(sql, params)` is queued and sent later, runs of
-the same statement as one `executemany`, in call order, before anything else
-touches the connection."""
+the same statement together (one `executemany`, or multi-row INSERTs: see
+test_engine_multirow.py), in call order, before anything else touches the
+connection."""
 
 from __future__ import annotations
 
@@ -42,19 +43,18 @@ def events_url(database_url: str) -> str:
 
 
 @pytest.fixture
-def executemany_calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
-    """Every `Cursor.executemany` made in this test, as (query, number of rows)."""
+def runs(monkeypatch: pytest.MonkeyPatch) -> Calls:
+    """Every run of one statement a DeferringConnection sent in this test, as
+    (query, number of rows), however it went out (executemany or multi-row)."""
     calls: Calls = []
-    real = psycopg.Cursor.executemany
+    real = DeferringConnection._send_run
 
-    def spy(
-        self: psycopg.Cursor[Any], query: Any, params_seq: Any, *, returning: bool = False
-    ) -> None:
-        rows = list(params_seq)
-        calls.append((str(query), len(rows)))
-        real(self, query, rows, returning=returning)
+    def spy(self: DeferringConnection, query: Any, run: list[Any]) -> None:
+        if run:
+            calls.append((str(query), len(run)))
+        real(self, query, run)
 
-    monkeypatch.setattr(psycopg.Cursor, "executemany", spy)
+    monkeypatch.setattr(DeferringConnection, "_send_run", spy)
     return calls
 
 
@@ -84,7 +84,7 @@ def _outputs(url: str) -> dict[str, tuple[str, Any]]:
 
 
 def test_inserts_of_many_inline_workflows_land_in_call_order_as_one_run(
-    engine_factory: Any, events_url: str, executemany_calls: Calls
+    engine_factory: Any, events_url: str, runs: Calls
 ) -> None:
     eng: engine.Engine = engine_factory()
 
@@ -102,13 +102,13 @@ def test_inserts_of_many_inline_workflows_land_in_call_order_as_one_run(
 
     assert [r.disposition for r in recorded] == [Disposition.COMPLETED] * 20
     assert _events(events_url) == [(f"wf-{i:02d}", f"k{i:02d}") for i in range(20)]
-    # One run: all twenty rows in one executemany.
-    assert [c for c in executemany_calls if c[0] == INSERT] == [(INSERT, 20)]
+    # One run: all twenty rows sent together.
+    assert [c for c in runs if c[0] == INSERT] == [(INSERT, 20)]
     assert _outputs(events_url) == {f"wf-{i:02d}": ("SUCCESS", True) for i in range(20)}
 
 
 def test_runs_of_different_statements_keep_the_order_of_the_calls(
-    engine_factory: Any, events_url: str, executemany_calls: Calls
+    engine_factory: Any, events_url: str, runs: Calls
 ) -> None:
     """wf-00..04 use one statement, wf-05..09 another, wf-10..14 the first
     again: three runs, sent in that order."""
@@ -131,7 +131,7 @@ def test_runs_of_different_statements_keep_the_order_of_the_calls(
 
     assert [r.disposition for r in recorded] == [Disposition.COMPLETED] * 15
     assert _events(events_url) == [(f"wf-{i:02d}", f"k{i:02d}") for i in range(15)]
-    ours = [c for c in executemany_calls if c[0] in (INSERT, INSERT_OTHER)]
+    ours = [c for c in runs if c[0] in (INSERT, INSERT_OTHER)]
     assert ours == [(INSERT, 5), (INSERT_OTHER, 5), (INSERT, 5)]
 
 
@@ -495,7 +495,8 @@ class _Counting(psycopg.Connection[Any]):
 def deferring(events_url: str, request: pytest.FixtureRequest) -> Iterator[DeferringConnection]:
     """A DeferringConnection in an open transaction, in pipeline mode or not
     (inline batches use pipeline mode); `.log` of its raw connection shows
-    what was sent."""
+    what was sent. Given no `Tables`, it sends runs as `executemany` (the
+    multi-row path is test_engine_multirow.py's)."""
     with _Counting.connect(events_url, cursor_factory=_CountingCursor) as raw:
         raw.log = []
         with raw.transaction(force_rollback=True):
