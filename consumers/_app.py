@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from engine import ConfigurationError, Engine, current_workflow_id
 
 from ._config import check_reserved, kafka_settings
-from ._event import Envelope
+from ._event import Envelope, EnvelopeDocument
 from ._group import GroupConsumer
 from ._scheduler import Ordering
 from ._subscription import EXECUTIONS, ORDERINGS, Execution, Subscription
@@ -143,8 +143,14 @@ class KafkaApp:
             )
 
             def run_record(envelope: dict[str, Any]) -> Any:
-                env = Envelope.from_json(envelope)
-                return handler(sub.decode(env, current_workflow_id()))
+                wid = current_workflow_id()
+                # The first run here takes the Event decoded when the record came.
+                if (
+                    isinstance(envelope, EnvelopeDocument)
+                    and (event := envelope.take_event(wid)) is not None
+                ):
+                    return handler(event)
+                return handler(sub.decode(Envelope.from_json(envelope), wid))
 
             self.engine.workflow(name=wf_name)(run_record)
             self._subs.append(sub)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
@@ -44,9 +44,6 @@ class Envelope:
     value: bytes | None
     timestamp_ms: int | None
     headers: Headers
-    # The Event decoded from this record when it was consumed, if kept (see
-    # EnvelopeDocument); never stored.
-    event: Event[Any] | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         # Text stays text so operators can read inputs in the table;
@@ -64,22 +61,12 @@ class Envelope:
     def to_document(self, event: Event[Any]) -> EnvelopeDocument:
         """`to_json()`, carrying this envelope and `event` (decoded from it)
         to the workflow's first run in this process."""
-        kept = Envelope(
-            self.topic,
-            self.partition,
-            self.offset,
-            self.key,
-            self.value,
-            self.timestamp_ms,
-            self.headers,
-            event,
-        )
-        return EnvelopeDocument(self.to_json(), kept)
+        return EnvelopeDocument(self, event)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Envelope:
-        if isinstance(data, EnvelopeDocument) and (kept := data.take()) is not None:
-            return kept
+        if isinstance(data, EnvelopeDocument):
+            return data.envelope
         return cls(
             topic=data["topic"],
             partition=data["partition"],
@@ -98,21 +85,23 @@ class Envelope:
 
 class EnvelopeDocument(dict[str, Any]):
     """An envelope's JSON form (stored as the workflow's input, like a plain
-    dict) that also carries the envelope itself, with the Event decoded from
+    dict) that also carries the envelope itself and the Event decoded from
     the record when it was consumed, so that the workflow's first run here
-    neither parses the JSON nor validates the value again. Handed out once: a
-    later run (after an inline batch fell back) decodes afresh, and never sees
-    what an earlier run did to the Event's value."""
+    neither parses the JSON nor validates the value again. The Event is
+    handed out once: a later run (after an inline batch fell back) decodes
+    afresh, and never sees what an earlier run did to the Event's value."""
 
-    __slots__ = ("_kept",)
+    __slots__ = ("_event", "envelope")
 
-    def __init__(self, data: dict[str, Any], kept: Envelope) -> None:
-        super().__init__(data)
-        self._kept: Envelope | None = kept
+    def __init__(self, envelope: Envelope, event: Event[Any]) -> None:
+        super().__init__(envelope.to_json())
+        self.envelope = envelope
+        self._event: Event[Any] | None = event
 
-    def take(self) -> Envelope | None:
-        kept, self._kept = self._kept, None
-        return kept
+    def take_event(self, workflow_id: str) -> Event[Any] | None:
+        """The Event decoded at consume time, once, if it is `workflow_id`'s."""
+        event, self._event = self._event, None
+        return event if event is not None and event.workflow_id == workflow_id else None
 
 
 def _text_or_bytes(data: bytes | None) -> str | bytes | None:

@@ -39,9 +39,6 @@ class Subscription:
 
     def decode(self, envelope: Envelope, workflow_id: str) -> Event[Any]:
         """The handler's Event for a record; raises BadRecord if it doesn't fit."""
-        decoded = envelope.event
-        if decoded is not None and decoded.workflow_id == workflow_id:
-            return decoded
         value: Any = envelope.value
         if self.model is not None:
             if envelope.value is None:

@@ -323,7 +323,7 @@ class Engine:
             raise OnceflowError(f"workflow_id must be a string, got {type(workflow_id).__name__}")
         if not isinstance(wf, Workflow) or wf.engine is not self:
             raise OnceflowError(f"{wf!r} is not a workflow registered on this engine")
-        payload = dumps({"args": list(args), "kwargs": kwargs}, what=f"the input of {wf.name!r}")
+        payload = dumps({"args": list(args), "kwargs": kwargs}, what="the input of", name=wf.name)
         row = self._db.fetch_one(
             self._q["insert_workflow"],
             {

@@ -93,20 +93,27 @@ class InlineBatch:
 
 
 def run_step(
-    ctx: WorkflowContext, batch: InlineBatch, number: int, name: str, call: Callable[[], Any]
+    ctx: WorkflowContext,
+    batch: InlineBatch,
+    number: int,
+    name: str,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
 ) -> Any:
     """One step of an inline run: no retries (a failure aborts the batch)."""
     token = _step.set(number)
     ctx.in_step = True
     try:
-        value = call()
-        output = dumps(value, what=f"the result of step {name!r}")
+        value = fn(*args, **kwargs)
+        output = dumps(value, what="the result of step", name=name)
     except Exception as exc:
         raise InlineAbort(f"step {name!r} raised {type(exc).__name__}") from exc
     finally:
         ctx.in_step = False
         _step.reset(token)
-    batch.step(ctx, number, name, output)
+    if batch.keep_steps:
+        batch.step(ctx, number, name, output)
     return value
 
 
@@ -201,7 +208,7 @@ def _run_workflow(engine: Engine, state: InlineBatch, item: NewWorkflow) -> str:
     token = _workflow.set(ctx)
     try:
         value = wf.fn(*item.args, **item.kwargs)
-        return dumps(value, what=f"the result of workflow {item.name!r}")
+        return dumps(value, what="the result of workflow", name=item.name)
     except InlineAbort:
         raise
     except Exception as exc:

@@ -29,7 +29,7 @@ def batch_document(batch: Sequence[NewWorkflow], outputs: dict[str, str] | None 
             {
                 "workflow_id": item.workflow_id,
                 "name": item.name,
-                "input": orjson.Fragment(dumps(payload, what=f"the input of {item.name!r}")),
+                "input": orjson.Fragment(dumps(payload, what="the input of", name=item.name)),
                 "status": _initial_status(item, output),
                 "output": None if output is None else orjson.Fragment(output),
                 "error": item.failure,

@@ -24,7 +24,7 @@ import orjson
 import psycopg
 
 from . import _inline
-from ._context import WorkflowContext, _step, _workflow, current
+from ._context import WorkflowContext, _step, _workflow
 from ._errors import (
     NonDeterministicWorkflowError,
     OnceflowError,
@@ -172,7 +172,7 @@ class Runner:
         token = _workflow.set(ctx)
         try:
             value = wf.fn(*claimed.args, **claimed.kwargs)
-            output = dumps(value, what=f"the result of workflow {claimed.name!r}")
+            output = dumps(value, what="the result of workflow", name=claimed.name)
         except WorkflowFencedError:
             log.info("workflow %s was taken over by another executor", claimed.workflow_id)
             return Outcome(claimed.workflow_id, None)
@@ -206,15 +206,13 @@ class Runner:
 
 
 def call_step(spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    ctx = current()
+    ctx = _workflow.get()
     if ctx is None or ctx.in_step:
         # Outside a workflow, or a step inside a step: an ordinary call.
         return _with_retries(spec, lambda: spec.fn(*args, **kwargs))
     number = ctx.take_step_number()
     if ctx.inline is not None:
-        return _inline.run_step(
-            ctx, ctx.inline, number, spec.name, lambda: spec.fn(*args, **kwargs)
-        )
+        return _inline.run_step(ctx, ctx.inline, number, spec.name, spec.fn, args, kwargs)
     recorded = ctx.recorded.get(number)
     if recorded is not None:
         return _replay(ctx, number, spec.name, recorded)
@@ -224,7 +222,7 @@ def call_step(spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
     ctx.in_step = True
     try:
         value = _with_retries(spec, lambda: spec.fn(*args, **kwargs))
-        output = dumps(value, what=f"the result of step {spec.name!r}")
+        output = dumps(value, what="the result of step", name=spec.name)
     except Exception as exc:
         _checkpoint(ctx, number, spec.name, None, error_record(exc), started)
         raise
@@ -272,7 +270,7 @@ def _check_behind(ctx: WorkflowContext) -> None:
 def call_transaction(
     engine: Engine, spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    ctx = current()
+    ctx = _workflow.get()
     if ctx is None or ctx.in_step:
         # Outside a workflow: the same SQL in a transaction of its own, no checkpoint.
         # A rare path, so a connection of its own rather than a pooled one
@@ -284,7 +282,7 @@ def call_transaction(
     if inline is not None:
         inline.deferred.begin_step()
         return _inline.run_step(
-            ctx, inline, number, spec.name, lambda: spec.fn(inline.deferred, *args, **kwargs)
+            ctx, inline, number, spec.name, spec.fn, (inline.deferred, *args), kwargs
         )
     recorded = ctx.recorded.get(number)
     if recorded is not None:

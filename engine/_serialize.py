@@ -39,11 +39,14 @@ def _default(value: Any) -> Any:
 _NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
-def dumps(value: Any, *, what: str = "value") -> str:
-    """Encode `value` as JSON text; raise SerializationError naming `what` if it can't be."""
+def dumps(value: Any, *, what: str = "value", name: str | None = None) -> str:
+    """Encode `value` as JSON text; raise SerializationError naming `what`
+    (and `name`, if given: the message is built only when it is needed) if
+    it can't be."""
     try:
         text = orjson.dumps(value, default=_default, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError as exc:
+        what = what if name is None else f"{what} {name!r}"
         raise SerializationError(
             f"{what} cannot be stored as JSON ({exc}); pass JSON-compatible values, "
             "pydantic models or bytes"
@@ -51,6 +54,7 @@ def dumps(value: Any, *, what: str = "value") -> str:
     # Caught here, not by Postgres: there it would fail the whole batch of
     # checkpoints it is written with, other workflows' included.
     if "\\u0000" in text and _NUL.search(text):
+        what = what if name is None else f"{what} {name!r}"
         raise SerializationError(
             f"{what} holds a NUL character (\\x00) in a string, which Postgres cannot store; "
             "remove it, or pass the data as bytes"

@@ -293,7 +293,7 @@ class CheckpointWriter:
                 assert job.fn is not None
                 try:
                     value = job.fn(conn)
-                    output = dumps(value, what=f"the result of transaction step {job.name!r}")
+                    output = dumps(value, what="the result of transaction step", name=job.name)
                 except Exception as exc:
                     if conn.broken:
                         raise
@@ -384,7 +384,7 @@ class CheckpointWriter:
             # and its effect and its checkpoint commit together or not at all.
             with conn.transaction():
                 value = job.fn(conn)
-                output = dumps(value, what=f"the result of transaction step {job.name!r}")
+                output = dumps(value, what="the result of transaction step", name=job.name)
                 row = conn.execute(
                     self._q["write_transaction_step"],
                     {

@@ -26,10 +26,11 @@ def test_the_first_run_takes_the_event_decoded_at_consume_time_then_decodes_afre
 
     # Stored like the plain JSON form: nothing of the Event reaches Postgres.
     assert orjson.loads(orjson.dumps(document)) == env.to_json()
-    assert sub.decode(Envelope.from_json(document), "wid") is event
+    assert document.take_event("wid") is event
     # Handed out once: a later run (an inline batch that fell back) decodes
     # the value again, whatever the first run did to it.
     event.value.id = 99
+    assert document.take_event("wid") is None
     again: Event[Order] = sub.decode(Envelope.from_json(document), "wid")
     assert again is not event and again.value.id == 1
     assert Envelope.from_json(document) == env
@@ -39,4 +40,5 @@ def test_an_event_for_another_workflow_is_not_reused() -> None:
     sub = _subscription()
     env = Envelope("t", 0, 7, None, b'{"id": 1}', None, ())
     document = env.to_document(sub.decode(env, "wid"))
+    assert document.take_event("other") is None
     assert sub.decode(Envelope.from_json(document), "other").workflow_id == "other"
