@@ -150,3 +150,19 @@ def query(database_url: str, sql: str, *params: object) -> list[tuple[Any, ...]]
     """Rows of one read-only query (tests inspect the system tables directly)."""
     with psycopg.connect(database_url) as conn:
         return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+
+
+def numbered_batch(count: int, name: str, *, digits: int = 3) -> list[engine.NewWorkflow]:
+    """`count` workflows `name(i)` with IDs wf-000, wf-001, ... fed by offsets
+    0, 1, ... of one partition."""
+    return [
+        engine.NewWorkflow(
+            f"wf-{i:0{digits}d}", name, (i,), source=engine.Source("g", "t", 0, i, None)
+        )
+        for i in range(count)
+    ]
+
+
+def record_inline(eng: engine.Engine, batch: list[engine.NewWorkflow]) -> list[engine.Recorded]:
+    """Record `batch`, running every fresh workflow of it inline."""
+    return eng.record(batch, inline=lambda item, fresh: fresh)

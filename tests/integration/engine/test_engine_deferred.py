@@ -6,7 +6,7 @@ connection."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any, cast
 
 import engine_flows
@@ -15,7 +15,7 @@ import pytest
 from psycopg import sql
 
 import engine
-from engine import Disposition, NewWorkflow, Source
+from engine import Disposition
 from engine._deferred import DeferredCursor, DeferringConnection
 
 EVENTS_DDL = """
@@ -58,17 +58,6 @@ def runs(monkeypatch: pytest.MonkeyPatch) -> Calls:
     return calls
 
 
-def _batch(count: int, name: str) -> list[NewWorkflow]:
-    return [
-        NewWorkflow(f"wf-{i:02d}", name, (i,), source=Source("g", "t", 0, i, None))
-        for i in range(count)
-    ]
-
-
-def _record_inline(eng: engine.Engine, batch: Sequence[NewWorkflow]) -> list[engine.Recorded]:
-    return eng.record(batch, inline=lambda item, fresh: fresh)
-
-
 def _events(url: str) -> list[tuple[str, str]]:
     """(workflow_id, key) of every event, in insertion order."""
     rows = engine_flows.query(url, "SELECT workflow_id, key FROM public.events ORDER BY seq")
@@ -98,7 +87,9 @@ def test_inserts_of_many_inline_workflows_land_in_call_order_as_one_run(
         return insert(n)
 
     eng.launch()
-    recorded = _record_inline(eng, _batch(20, "inserting"))
+    recorded = engine_flows.record_inline(
+        eng, engine_flows.numbered_batch(20, "inserting", digits=2)
+    )
 
     assert [r.disposition for r in recorded] == [Disposition.COMPLETED] * 20
     assert _events(events_url) == [(f"wf-{i:02d}", f"k{i:02d}") for i in range(20)]
@@ -127,7 +118,9 @@ def test_runs_of_different_statements_keep_the_order_of_the_calls(
         insert(n)
 
     eng.launch()
-    recorded = _record_inline(eng, _batch(15, "inserting"))
+    recorded = engine_flows.record_inline(
+        eng, engine_flows.numbered_batch(15, "inserting", digits=2)
+    )
 
     assert [r.disposition for r in recorded] == [Disposition.COMPLETED] * 15
     assert _events(events_url) == [(f"wf-{i:02d}", f"k{i:02d}") for i in range(15)]
@@ -160,7 +153,7 @@ def test_a_step_reads_the_rows_of_earlier_workflows_of_the_batch(
         return insert_then_count(n)
 
     eng.launch()
-    recorded = _record_inline(eng, _batch(9, "counting"))
+    recorded = engine_flows.record_inline(eng, engine_flows.numbered_batch(9, "counting", digits=2))
 
     assert [r.disposition for r in recorded] == [Disposition.COMPLETED] * 9
     assert _outputs(events_url) == {
@@ -204,7 +197,7 @@ def test_a_kept_cursor_gets_its_own_result_after_later_statements(
         return three_inserts(n)
 
     eng.launch()
-    recorded = _record_inline(eng, _batch(3, "keeping"))
+    recorded = engine_flows.record_inline(eng, engine_flows.numbered_batch(3, "keeping", digits=2))
 
     assert [r.disposition for r in recorded] == [Disposition.COMPLETED] * 3
     expected = [("wf-00", "wf-00-" + s) for s in "abcde"] + [
@@ -250,7 +243,9 @@ def test_a_cursor_after_deferred_statements_sees_them_and_later_steps_defer_agai
         return insert_then_cursor(n)
 
     eng.launch()
-    recorded = _record_inline(eng, _batch(3, "cursoring"))
+    recorded = engine_flows.record_inline(
+        eng, engine_flows.numbered_batch(3, "cursoring", digits=2)
+    )
 
     assert [r.disposition for r in recorded] == [Disposition.COMPLETED] * 3
     # Each step's own insert is seen by its cursor, after the earlier steps' two.
@@ -298,7 +293,9 @@ def test_a_savepoint_after_deferred_statements_rolls_back_only_its_own(
         return with_savepoint(n)
 
     eng.launch()
-    recorded = _record_inline(eng, _batch(3, "savepointing"))
+    recorded = engine_flows.record_inline(
+        eng, engine_flows.numbered_batch(3, "savepointing", digits=2)
+    )
 
     assert [r.disposition for r in recorded] == [Disposition.COMPLETED] * 3
     assert _events(events_url) == [
@@ -348,7 +345,7 @@ def test_a_deferred_statement_failing_at_a_flush_sends_the_batch_the_ordinary_wa
         return insert(n)
 
     eng.launch()
-    recorded = _record_inline(eng, _batch(5, "failing"))
+    recorded = engine_flows.record_inline(eng, engine_flows.numbered_batch(5, "failing", digits=2))
 
     # Nothing of the inline attempt is left; all recorded PENDING, to run.
     assert [r.disposition for r in recorded] == [Disposition.NEW] * 5
@@ -403,7 +400,7 @@ def test_parameters_are_taken_when_execute_is_called(
         loop()
 
     eng.launch()
-    recorded = _record_inline(eng, _batch(2, "looping"))
+    recorded = engine_flows.record_inline(eng, engine_flows.numbered_batch(2, "looping", digits=2))
 
     assert [r.disposition for r in recorded] == [Disposition.COMPLETED] * 2
     assert sorted(engine_flows.effects(effects_url)) == [
@@ -433,7 +430,7 @@ def test_a_cursor_reused_after_later_statements_sees_them(
         return reuse()
 
     eng.launch()
-    recorded = _record_inline(eng, _batch(2, "reusing"))
+    recorded = engine_flows.record_inline(eng, engine_flows.numbered_batch(2, "reusing", digits=2))
 
     assert [r.disposition for r in recorded] == [Disposition.COMPLETED] * 2
     assert _outputs(events_url) == {f"wf-{i:02d}": ("SUCCESS", 1) for i in range(2)}
@@ -459,7 +456,7 @@ def test_inline_steps_keeps_the_step_rows_of_inline_runs_only_when_asked(
         return double(n)
 
     eng.launch()
-    recorded = _record_inline(eng, _batch(3, "stepping"))
+    recorded = engine_flows.record_inline(eng, engine_flows.numbered_batch(3, "stepping", digits=2))
 
     assert [r.disposition for r in recorded] == [Disposition.COMPLETED] * 3
     steps = engine_flows.query(

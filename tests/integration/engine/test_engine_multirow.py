@@ -6,7 +6,7 @@ tables, rules)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -17,7 +17,7 @@ import pytest
 from psycopg import sql
 
 import engine
-from engine import Disposition, NewWorkflow, Source, _multirow
+from engine import Disposition, _multirow
 from engine._deferred import DeferringConnection
 from engine._inline import CHUNK
 from engine._multirow import MAX_PARAMS, Tables
@@ -115,17 +115,6 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> Sent:
     return spied
 
 
-def _batch(count: int, name: str) -> list[NewWorkflow]:
-    return [
-        NewWorkflow(f"wf-{i:03d}", name, (i,), source=Source("g", "t", 0, i, None))
-        for i in range(count)
-    ]
-
-
-def _record_inline(eng: engine.Engine, batch: Sequence[NewWorkflow]) -> list[engine.Recorded]:
-    return eng.record(batch, inline=lambda item, fresh: fresh)
-
-
 def _rows(url: str) -> list[tuple[Any, ...]]:
     """(workflow_id, n, key) of every row, in insertion order."""
     return engine_flows.query(url, "SELECT workflow_id, n, key FROM public.rows ORDER BY seq")
@@ -177,7 +166,7 @@ def test_an_inline_batch_inserts_its_rows_multi_row_in_call_order(
     _inserting(eng)
     eng.launch()
 
-    recorded = _record_inline(eng, _batch(count, "inserting"))
+    recorded = engine_flows.record_inline(eng, engine_flows.numbered_batch(count, "inserting"))
 
     assert [r.disposition for r in recorded] == [Disposition.COMPLETED] * count
     assert _rows(rows_url) == [(f"wf-{i:03d}", i, f"k{i:03d}") for i in range(count)]
@@ -222,7 +211,7 @@ def test_wide_rows_go_in_pieces_within_the_parameter_limit(
         insert_wide()
 
     eng.launch()
-    recorded = _record_inline(eng, _batch(2, "widening"))
+    recorded = engine_flows.record_inline(eng, engine_flows.numbered_batch(2, "widening"))
 
     assert [r.disposition for r in recorded] == [Disposition.COMPLETED] * 2
     assert [r for r in sent.runs if r[0] == wide] == [(wide, 130, True)]
@@ -263,7 +252,7 @@ def test_named_parameters_and_on_conflict_do_nothing_keep_the_first_row_of_a_key
         insert(n)
 
     eng.launch()
-    recorded = _record_inline(eng, _batch(12, "inserting"))
+    recorded = engine_flows.record_inline(eng, engine_flows.numbered_batch(12, "inserting"))
 
     assert [r.disposition for r in recorded] == [Disposition.COMPLETED] * 12
     assert _rows(rows_url) == [("before", -1, "k4")] + [
@@ -290,7 +279,7 @@ def test_a_table_that_sees_statements_gets_one_statement_per_row(
     _inserting(eng)
     eng.launch()
 
-    recorded = _record_inline(eng, _batch(10, "inserting"))
+    recorded = engine_flows.record_inline(eng, engine_flows.numbered_batch(10, "inserting"))
 
     assert [r.disposition for r in recorded] == [Disposition.COMPLETED] * 10
     assert _fired(rows_url, kind) == 10
@@ -311,7 +300,7 @@ def test_an_after_row_trigger_sees_the_rows_inserted_so_far_as_one_by_one(
     _inserting(eng)
     eng.launch()
 
-    recorded = _record_inline(eng, _batch(10, "inserting"))
+    recorded = engine_flows.record_inline(eng, engine_flows.numbered_batch(10, "inserting"))
 
     assert [r.disposition for r in recorded] == [Disposition.COMPLETED] * 10
     assert _fired(rows_url, "after") == 55
@@ -328,7 +317,7 @@ def test_a_row_level_trigger_does_not_stop_multi_row_and_fires_for_every_row(
     _inserting(eng)
     eng.launch()
 
-    recorded = _record_inline(eng, _batch(10, "inserting"))
+    recorded = engine_flows.record_inline(eng, engine_flows.numbered_batch(10, "inserting"))
 
     assert [r.disposition for r in recorded] == [Disposition.COMPLETED] * 10
     assert _fired(rows_url, "row") == 10
@@ -367,7 +356,7 @@ def test_a_failing_row_sends_the_batch_the_ordinary_way_with_the_same_outcome(
         return insert(n)
 
     eng.launch()
-    recorded = _record_inline(eng, _batch(6, "inserting"))
+    recorded = engine_flows.record_inline(eng, engine_flows.numbered_batch(6, "inserting"))
 
     # The rows went multi-row (4 + 2: the first piece fails), and nothing
     # of the inline attempt is left.
