@@ -1,9 +1,16 @@
 """One consumer group's service loop: poll, decode, record, commit, run.
 
-The order inside `_ingest` is the guarantee (DESIGN.md §4): the batch's
-workflows are committed in Postgres first, and only then are the records'
-offsets stored for Kafka to commit. A crash between the two redelivers the
-batch, which finds its rows already there.
+The order is the guarantee (DESIGN.md §4): the batch's workflows are
+committed in Postgres first (`_send`, then `_finish_sent` reads the COMMIT's
+answer), and only then are the records' offsets stored for Kafka to commit
+(`_settle`). A crash between the two redelivers the batch, which finds its
+rows already there.
+
+An inline batch is sent up to its COMMIT without waiting: the loop polls and
+decodes the next records meanwhile, which needs nothing of that batch. Every
+other step that reads Postgres or the lanes from this thread (recording the
+next batch, rebalance callbacks, hand-over checks, closing) settles the sent
+batch first, so none of them ever sees it half done.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from engine import (
     Engine,
     NewWorkflow,
     OnceflowError,
+    PendingRecord,
+    Recorded,
     Source,
     Status,
     WorkflowHandle,
@@ -31,7 +40,7 @@ from engine import (
 
 from . import _faults
 from ._event import Envelope
-from ._inline_policy import COOL_OFF_AFTER_FALLBACK, InlineGovernor, inline_policy
+from ._inline_policy import COOL_OFF_AFTER_FALLBACK, BatchPolicy, InlineGovernor, inline_policy
 from ._records import envelope, new_workflow
 from ._scheduler import TP, Entry, Scheduler
 from ._subscription import Subscription
@@ -42,6 +51,18 @@ log = logging.getLogger("onceflow.consumer")
 # A queued workflow to run: (claimed, fresh), or None for one that another
 # live executor holds; it keeps its lane blocked until that one ends.
 Item = tuple[Claimed, bool] | None
+
+
+@dataclass
+class _Sent:
+    """A batch whose recording was sent (up to its COMMIT, when it runs
+    inline) and whose offsets and lanes wait for the answer."""
+
+    envelopes: list[Envelope]
+    items: list[NewWorkflow]
+    held: set[str]
+    inline: BatchPolicy | None
+    pending: PendingRecord | None  # None: Postgres was away at send time
 
 
 @dataclass
@@ -101,6 +122,7 @@ class GroupConsumer:
         self._next_check = 0.0
         self._consumer: Consumer | None = None
         self.positions: dict[TP, int] = {}
+        self._sent: _Sent | None = None
 
     # -- the loop -------------------------------------------------------------
 
@@ -133,7 +155,8 @@ class GroupConsumer:
         log.info("group %s subscribed to %s", self.group, ", ".join(sorted(self.routes)))
         try:
             while not stop.is_set():
-                first = consumer.poll(self.poll_timeout)
+                # While a batch's COMMIT is on its way, only look for more.
+                first = consumer.poll(0 if self._sent else self.poll_timeout)
                 batch = [] if first is None else [first]
                 if first is not None and self.batch_size > 1:
                     # Take what is already fetched without waiting for more:
@@ -142,9 +165,14 @@ class GroupConsumer:
                 records = [m for m in batch if self._usable(m)]
                 if records:
                     self._ingest(records)
+                else:
+                    self._finish_sent()
                 self._tick()
         finally:
-            self._close(consumer)
+            try:
+                self._finish_sent()
+            finally:
+                self._close(consumer)
 
     def _usable(self, msg: Message) -> bool:
         err = msg.error()
@@ -160,13 +188,60 @@ class GroupConsumer:
     # -- ingestion: decode, record, store offsets, schedule -------------------
 
     def _ingest(self, records: list[Message]) -> None:
+        """Take a poll's records: decode them (which needs nothing of the
+        batch before, so it goes on while Postgres commits that one), settle
+        the batch before, and send this one."""
         envelopes = [envelope(msg) for msg in records]
-        self._check_rewinds(envelopes)
         items = [self._workflow_for(env) for env in envelopes]
-        self.stats.consumed += len(records)
+        self._finish_sent()
+        self._send(envelopes, items)
+
+    def _send(self, envelopes: list[Envelope], items: list[NewWorkflow]) -> None:
+        """Record a batch: sent up to its COMMIT when it runs inline, finished
+        (offsets stored, lanes fed) by `_finish_sent` before anything else
+        touches Postgres or the lanes from this thread."""
+        if self._check_rewinds(envelopes):
+            # A topic was recreated: its workflow IDs change with its ID.
+            items = [self._workflow_for(env) for env in envelopes]
+        self.stats.consumed += len(envelopes)
+        self.stats.bad_records += sum(1 for item in items if item.failure is not None)
         _faults.reached("before_record")
-        recorded = self._record(items, self._held(), envelopes)
+        held = self._held()
+        inline = inline_policy(
+            self.routes, self._scheds, self._lock, envelopes, self._governor, self._owns
+        )
+        pending: PendingRecord | None = None
+        try:
+            pending = self.engine.send_record(items, holding=held, inline=inline)
+        except DatabaseUnavailableError as exc:
+            log.warning("group %s: cannot record %d records: %s", self.group, len(items), exc)
+        self._sent = _Sent(envelopes, items, held, inline, pending)
+        if pending is None or not pending.inline:
+            # Nothing in flight (recorded already, or Postgres away): settled
+            # now, so that backpressure (_tick) counts this batch at once.
+            self._finish_sent()
+
+    def _finish_sent(self) -> None:
+        """The batch sent last: wait for its COMMIT, then store its offsets
+        and queue what it left to run."""
+        sent, self._sent = self._sent, None
+        if sent is None:
+            return
+        recorded: list[Recorded] | None = None
+        if sent.pending is not None:
+            try:
+                recorded = sent.pending.result()
+                self._after_inline(sent.inline, recorded)
+            except DatabaseUnavailableError as exc:
+                # Its COMMIT may or may not have landed: recording the batch
+                # again finds out (a workflow that committed is final).
+                log.warning("group %s: batch outcome unknown, recording again: %s", self.group, exc)
+        if recorded is None:
+            recorded = self._record(sent.items, sent.held, sent.envelopes)
         _faults.reached("after_record")
+        self._settle(sent.envelopes, recorded)
+
+    def _settle(self, envelopes: list[Envelope], recorded: list[Recorded]) -> None:
         # Only now, with the batch durable in Postgres, may Kafka move on.
         self._store_offsets(envelopes)
         release: list[str] = []
@@ -198,10 +273,7 @@ class GroupConsumer:
         self._dispatch()
 
     def _workflow_for(self, env: Envelope) -> NewWorkflow:
-        item = new_workflow(self.group, self.routes[env.topic], self._topic_ids[env.topic], env)
-        if item.failure is not None:
-            self.stats.bad_records += 1
-        return item
+        return new_workflow(self.group, self.routes[env.topic], self._topic_ids[env.topic], env)
 
     def _owns(self, tp: TP) -> bool:
         """Whether `tp` is assigned here with its hand-over done (call under _lock)."""
@@ -228,13 +300,7 @@ class GroupConsumer:
                     self.routes, self._scheds, self._lock, envelopes, self._governor, self._owns
                 )
                 recorded = self.engine.record(items, holding=held, inline=inline)
-                fell_back = not any(r.disposition is Disposition.COMPLETED for r in recorded)
-                if inline is not None and inline.picked and fell_back:
-                    # The inline attempt rolled back (a handler raised).
-                    for sub in inline.picked.values():
-                        self._governor.cool_off(
-                            sub, COOL_OFF_AFTER_FALLBACK, "an inline batch fell back"
-                        )
+                self._after_inline(inline, recorded)
                 return recorded
             except DatabaseUnavailableError as exc:
                 # No offset is stored while Postgres is away; the batch waits
@@ -248,6 +314,13 @@ class GroupConsumer:
                 )
                 time.sleep(delay)
                 delay = min(5.0, delay * 2)
+
+    def _after_inline(self, inline: BatchPolicy | None, recorded: list[Recorded]) -> None:
+        fell_back = not any(r.disposition is Disposition.COMPLETED for r in recorded)
+        if inline is not None and inline.picked and fell_back:
+            # The inline attempt rolled back (a handler raised).
+            for sub in inline.picked.values():
+                self._governor.cool_off(sub, COOL_OFF_AFTER_FALLBACK, "an inline batch fell back")
 
     def _store_offsets(self, envelopes: list[Envelope]) -> None:
         top: dict[TP, int] = {}
@@ -344,6 +417,7 @@ class GroupConsumer:
                 consumer.resume([TopicPartition(t, p) for t, p in resume])
         now = time.monotonic()
         if now >= self._next_check:
+            self._finish_sent()  # the checks below read Postgres and the lanes
             self._next_check = now + 0.5
             self._check_handover(consumer)
             self._check_foreign()
@@ -432,6 +506,9 @@ class GroupConsumer:
     # -- rebalance ------------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # A rebalance comes inside poll(), maybe with a batch's COMMIT on its
+        # way: that batch is settled first, under the assignment it came from.
+        self._finish_sent()
         tps = {(p.topic, p.partition) for p in partitions}
         # The topic ID is the topic's incarnation, part of every workflow ID:
         # looked up afresh on every assignment (a topic may have been recreated).
@@ -446,6 +523,7 @@ class GroupConsumer:
         log.info("group %s assigned %s", self.group, _names(tps))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._finish_sent()
         tps = {(p.topic, p.partition) for p in partitions}
         self._let_go(tps, wait=self.revoke_timeout)
         try:
@@ -464,6 +542,7 @@ class GroupConsumer:
         outage. If this process was frozen past its lease, another executor
         may have taken them over: our runs are then fenced off, and each stays
         at the head of its lane until it is final (_finished)."""
+        self._finish_sent()
         tps = {(p.topic, p.partition) for p in partitions}
         with self._lock:
             self._assigned -= tps
@@ -488,7 +567,7 @@ class GroupConsumer:
             self._topic_ids[topic] = topic_id
         return changed
 
-    def _check_rewinds(self, envelopes: list[Envelope]) -> None:
+    def _check_rewinds(self, envelopes: list[Envelope]) -> bool:
         """A partition whose offsets went backwards was rewound, or its topic
         deleted and recreated (offsets restart at 0). Only the topic ID tells
         the two apart, so look it up before any workflow ID is made from it:
@@ -499,8 +578,7 @@ class GroupConsumer:
             for env in envelopes
             if env.offset < self.positions.get((env.topic, env.partition), -1)
         }
-        if rewound:
-            self._refresh_topic_ids(sorted(rewound))
+        return bool(rewound) and self._refresh_topic_ids(sorted(rewound))
 
     def _let_go(self, tps: set[TP], *, wait: float) -> None:
         """Stop taking work for these partitions: hand back what never started,

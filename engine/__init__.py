@@ -35,6 +35,7 @@ from ._models import (
     WorkflowStatus,
 )
 from ._registry import Workflow
+from ._sources import PendingRecord
 
 __all__ = [
     "Claimed",
@@ -47,6 +48,7 @@ __all__ = [
     "NewWorkflow",
     "NonDeterministicWorkflowError",
     "OnceflowError",
+    "PendingRecord",
     "Recorded",
     "SchemaNotMigratedError",
     "SerializationError",

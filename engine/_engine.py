@@ -46,7 +46,7 @@ from ._retry import RetryPolicy
 from ._rows import claimed_from_row, step_record, workflow_status
 from ._runner import Runner, call_step, call_transaction, error_record
 from ._serialize import dumps
-from ._sources import SourceIntake
+from ._sources import PendingRecord, SourceIntake
 from ._sql import Queries
 from ._writer import CheckpointWriter
 
@@ -421,6 +421,25 @@ class Engine:
         """
         self._require_launched()
         return self._sources.record(batch, holding=holding, inline=inline)
+
+    def send_record(
+        self,
+        batch: Sequence[NewWorkflow],
+        *,
+        holding: Container[str] = (),
+        inline: InlinePolicy | None = None,
+    ) -> PendingRecord:
+        """`record`, in two halves: an inline batch is sent up to its COMMIT
+        without waiting, and `result()` of the answer waits for Postgres and
+        returns what `record` would have. In between, the caller may do work
+        of its own that needs nothing of this batch (a consumer fetches and
+        decodes its next batch while Postgres commits this one). Nothing of
+        the batch is durable before `result()` returns; call it before
+        anything else uses this engine from this thread (the batch holds the
+        thread's inline connection). Without `inline`, the batch is recorded
+        before this returns."""
+        self._require_launched()
+        return self._sources.send(batch, holding=holding, inline=inline)
 
     def inspect(
         self, workflow_ids: Sequence[str], *, holding: Container[str] = ()

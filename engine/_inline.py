@@ -11,13 +11,17 @@ checkpoints are written with the workflow rows themselves: one Postgres
 transaction, one commit, for the whole batch.
 
 The batch first looks up which of its workflows exist; only the others run.
-Their rows are then inserted already final (SUCCESS, with their output), the
-rest of the batch PENDING (or ERROR), in one `INSERT … ON CONFLICT DO
-NOTHING`: no PENDING row, no completing UPDATE (which would add an entry to
-every index of the table). A workflow run here that the insert skipped was
-recorded meanwhile by another executor: the whole batch rolls back, its
+Their rows are then inserted already final (SUCCESS, with their output): no
+PENDING row, no completing UPDATE (which would add an entry to every index of
+the table). The rest of the batch goes in PENDING (or ERROR), `ON CONFLICT DO
+NOTHING`. A workflow run here whose row another executor inserted meanwhile
+was not ours to run: its insert fails, the whole batch rolls back, its
 transaction steps' effects with it, and goes the ordinary way, which finds
 that row (exactly once, DESIGN.md §1.2, §1.5).
+
+Everything up to the COMMIT is sent without waiting (`send_batch`); the
+caller reads the answers later (`SentBatch.finish`), so that the consumer
+can fetch and decode its next batch while Postgres commits this one.
 
 The guarantee is unchanged (DESIGN.md §1): the rows, the effects of
 transaction steps and the completions commit together or not at all, and
@@ -117,10 +121,12 @@ def run_step(
     return value
 
 
-# Sends the insert of rows not recorded yet (finished ones with their
-# outputs, by workflow ID) without waiting; its cursor yields the IDs inserted.
+# Sends the insert of rows: (connection, rows, outputs of those run here, by
+# workflow ID, or None for rows not run here); for rows not run here, the
+# cursor whose rows are the IDs inserted (an existing row is skipped).
 Insert = Callable[
-    [psycopg.Connection[Any], Sequence[NewWorkflow], dict[str, str]], "psycopg.Cursor[Any] | None"
+    [psycopg.Connection[Any], Sequence[NewWorkflow], "dict[str, str] | None"],
+    "psycopg.Cursor[Any] | None",
 ]
 
 # Workflows run between two sends of their rows and effects. Pipeline mode
@@ -129,27 +135,44 @@ Insert = Callable[
 CHUNK = 64
 
 
-def run_batch(
+@dataclass
+class SentBatch:
+    """An inline batch sent to Postgres up to its COMMIT, in pipeline mode:
+    nothing of it is known to be durable until the pipeline's answers are
+    read (`finish`, by the caller that owns the pipeline)."""
+
+    state: InlineBatch
+    # The inserts of rows not run here: their answers say which were new.
+    pending: list[psycopg.Cursor[Any]]
+
+    def finish(self) -> tuple[set[str], set[str]]:
+        """(inserted, completed), once Postgres answered; a psycopg error if
+        any statement of the batch failed (the COMMIT then did nothing)."""
+        inserted = {row[0] for cur in self.pending for row in cur.fetchall()}
+        completed = set(self.state.outputs)
+        return inserted | completed, completed
+
+
+def send_batch(
     engine: Engine,
     conn: psycopg.Connection[Any],
     batch: Sequence[NewWorkflow],
     policy: InlinePolicy,
     insert: Insert,
-) -> tuple[set[str], set[str]]:
-    """Record `batch` and run the workflows `policy` picks, in one transaction.
-
-    Returns (inserted, completed). Raises InlineAbort, with everything rolled
-    back, when a workflow raises or another executor records one of the
-    workflows run here meanwhile.
+) -> SentBatch:
+    """Record `batch` and run the workflows `policy` picks, in one
+    transaction, sent up to its COMMIT without waiting (`conn` is in
+    pipeline mode). Raises InlineAbort, with the transaction rolled back, when
+    a workflow raises.
     """
     state = InlineBatch(conn, engine._tables, keep_steps=engine.settings.inline_steps)
     timed: Callable[[NewWorkflow, float], None] | None = getattr(policy, "ran", None)
+    pending: list[psycopg.Cursor[Any]] = []
     with conn.transaction():
         ids = orjson.dumps([item.workflow_id for item in batch]).decode()
         found = conn.execute(engine._q["existing_workflows"], {"workflow_ids": ids}).fetchall()
         existing = {row[0] for row in found}
         final = {row[0] for row in found if row[1]}
-        sent: list[psycopg.Cursor[Any]] = []
         chunk: list[NewWorkflow] = []
         for item in batch:
             if item.workflow_id in final:
@@ -166,18 +189,14 @@ def run_batch(
             if item.workflow_id not in existing:
                 chunk.append(item)
             if len(chunk) >= CHUNK:
-                _send_chunk(engine, state, chunk, insert, sent)
+                _send_chunk(engine, state, chunk, insert, pending)
                 chunk = []
-        _send_chunk(engine, state, chunk, insert, sent)
-        inserted = {row[0] for cur in sent for row in cur.fetchall()}
-        # The exactly-once check: a workflow run here that another executor
-        # inserted since the lookup above (ON CONFLICT skipped ours) was not
-        # ours to run. Rolling back undoes its transaction steps; the ordinary
-        # path then finds its row (DESIGN.md §1.2, §1.5).
-        taken = state.outputs.keys() - inserted
-        if taken:
-            raise InlineAbort(f"{len(taken)} workflows were recorded meanwhile by another executor")
-    return inserted, set(state.outputs)
+        _send_chunk(engine, state, chunk, insert, pending)
+        # The exactly-once check is Postgres's: a workflow run here that
+        # another executor inserted since the lookup above makes the insert
+        # of its finished row fail, and the COMMIT then does nothing. The
+        # ordinary path finds that row (DESIGN.md §1.2, §1.5).
+    return SentBatch(state, pending)
 
 
 def _send_chunk(
@@ -185,15 +204,20 @@ def _send_chunk(
     state: InlineBatch,
     chunk: Sequence[NewWorkflow],
     insert: Insert,
-    sent: list[psycopg.Cursor[Any]],
+    pending: list[psycopg.Cursor[Any]],
 ) -> None:
     """Send what a chunk of the batch wrote (its transaction steps' statements,
-    then its rows, already final: no PENDING row, no completing UPDATE) and
-    go on without waiting for Postgres."""
+    then its rows: those run here already final, so no PENDING row and no
+    completing UPDATE) and go on without waiting for Postgres."""
     state.deferred.flush()
-    cur = insert(state.conn, chunk, state.outputs)
-    if cur is not None:
-        sent.append(cur)
+    done = [item for item in chunk if item.workflow_id in state.outputs]
+    if done:
+        insert(state.conn, done, state.outputs)
+    if len(done) < len(chunk):
+        rest = [item for item in chunk if item.workflow_id not in state.outputs]
+        cur = insert(state.conn, rest, None)
+        if cur is not None:
+            pending.append(cur)
     if state.steps:
         state.conn.execute(
             engine._q["insert_inline_steps"], {"rows": orjson.dumps(state.steps).decode()}

@@ -9,6 +9,7 @@ work back. The Engine keeps the public methods and their contracts.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Container, Sequence
@@ -50,13 +51,39 @@ class SourceIntake:
         inline: InlinePolicy | None = None,
     ) -> list[Recorded]:
         """Engine.record: the contract is documented there."""
+        return self.send(batch, holding=holding, inline=inline).result()
+
+    def send(
+        self,
+        batch: Sequence[NewWorkflow],
+        *,
+        holding: Container[str] = (),
+        inline: InlinePolicy | None = None,
+    ) -> PendingRecord:
+        """Engine.send_record: the contract is documented there."""
+        sent: SentInline | None = None
+        if batch and inline is not None:
+            try:
+                sent = self.send_inline(batch, inline)
+            except InlineAbort as exc:
+                log.info("inline batch of %d falls back to ordinary runs: %s", len(batch), exc)
+        pending = PendingRecord(self, batch, holding, sent)
+        if sent is None:
+            pending.result()  # nothing in flight: recorded the ordinary way now
+        return pending
+
+    def outcome(
+        self, batch: Sequence[NewWorkflow], holding: Container[str], sent: SentInline | None
+    ) -> list[Recorded]:
+        """What became of `batch`: its inline attempt's answers if it was sent
+        inline, else (or if that attempt failed) recorded the ordinary way."""
         if not batch:
             return []
         inserted: set[str] | None = None
         completed: set[str] = set()
-        if inline is not None:
+        if sent is not None:
             try:
-                inserted, completed = self.record_inline(batch, inline)
+                inserted, completed = sent.finish()
             except InlineAbort as exc:
                 log.info("inline batch of %d falls back to ordinary runs: %s", len(batch), exc)
         if inserted is None:
@@ -85,22 +112,38 @@ class SourceIntake:
             outcome.update(self.inspect(existing, holding=holding))
         return [outcome[i.workflow_id] for i in batch]
 
-    def record_inline(
-        self, batch: Sequence[NewWorkflow], policy: InlinePolicy
-    ) -> tuple[set[str], set[str]]:
+    def send_inline(self, batch: Sequence[NewWorkflow], policy: InlinePolicy) -> SentInline:
+        """Send `batch` inline up to its COMMIT; raises InlineAbort (rolled
+        back) when a workflow raised."""
         conn = self._inline_connection()
+        # Pipeline mode: the statements go out without waiting for each
+        # answer; an error in one surfaces when the answers are read.
+        pipeline = contextlib.ExitStack()
         try:
-            # Pipeline mode: the users' statements go out without waiting for
-            # each answer; an error in one surfaces at the next sync.
-            with conn.pipeline():
-                return _inline.run_batch(self._engine, conn, batch, policy, self.insert_on)
-        except InlineAbort:
+            pipeline.enter_context(conn.pipeline())
+            sent = _inline.send_batch(self._engine, conn, batch, policy, self.insert_on)
+        except BaseException as exc:
+            with contextlib.suppress(psycopg.Error):
+                pipeline.__exit__(type(exc), exc, exc.__traceback__)
+            if isinstance(exc, psycopg.Error):
+                raise self._inline_failed(conn, exc) from exc
             raise
-        except psycopg.Error as exc:
-            if conn.closed or conn.broken:
-                self._inline_conns.pop(threading.get_ident(), None)
-                raise translate(exc, self._db.url) from exc
-            raise InlineAbort(f"{type(exc).__name__}: {exc}") from exc
+        return SentInline(self, conn, pipeline, sent)
+
+    def _inline_failed(self, conn: psycopg.Connection[Any], exc: psycopg.Error) -> Exception:
+        """What a driver error during an inline batch becomes: Postgres gone
+        (the batch waits and is recorded again), or a failed statement (the
+        transaction is rolled back and the batch goes the ordinary way)."""
+        if conn.closed or conn.broken:
+            self._inline_conns.pop(threading.get_ident(), None)
+            return translate(exc, self._db.url)
+        try:
+            conn.rollback()
+        except psycopg.Error as again:
+            self._inline_conns.pop(threading.get_ident(), None)
+            conn.close()
+            return translate(again, self._db.url)
+        return InlineAbort(f"{type(exc).__name__}: {exc}")
 
     def _inline_connection(self) -> psycopg.Connection[Any]:
         # One per recording thread (one per consumer group), with psycopg's
@@ -115,14 +158,18 @@ class SourceIntake:
         self,
         conn: psycopg.Connection[Any],
         batch: Sequence[NewWorkflow],
-        outputs: dict[str, str],
+        outputs: dict[str, str] | None,
     ) -> psycopg.Cursor[Any] | None:
-        """Send the insert of `batch` on `conn` (those in `outputs`, their
-        results by workflow ID, already SUCCESS); its cursor's rows are the
-        IDs inserted."""
+        """Send the insert of `batch` on `conn`: with `outputs` (their results
+        by workflow ID), all run inline and inserted already SUCCESS, failing
+        on a row that exists; without, PENDING (or ERROR), skipping those that
+        exist, and the cursor's rows are the IDs inserted."""
         if not batch:
             return None
         params = {"owner": self.executor_id, "rows": batch_document(batch, outputs)}
+        if outputs is not None:
+            conn.execute(self._q["insert_finished_workflows"], params)
+            return None
         return conn.execute(self._q["insert_workflows"], params)
 
     def insert_batch(self, batch: Sequence[NewWorkflow]) -> set[str]:
@@ -220,3 +267,56 @@ class SourceIntake:
                     "owner": self.executor_id,
                 },
             )
+
+
+class SentInline:
+    """An inline batch sent up to its COMMIT on its recording thread's
+    connection, whose answers are not read yet (the pipeline is still open)."""
+
+    def __init__(
+        self,
+        intake: SourceIntake,
+        conn: psycopg.Connection[Any],
+        pipeline: contextlib.ExitStack,
+        sent: _inline.SentBatch,
+    ) -> None:
+        self._intake, self._conn, self._pipeline, self._sent = intake, conn, pipeline, sent
+
+    def finish(self) -> tuple[set[str], set[str]]:
+        """(inserted, completed) once the COMMIT is confirmed. Raises
+        InlineAbort (rolled back) when a statement failed, DatabaseUnavailable
+        when Postgres went away (the outcome is then unknown: the caller
+        records the batch again, which finds what did commit)."""
+        try:
+            answer = self._sent.finish()
+            self._pipeline.close()  # the sync: waits for the COMMIT's answer
+        except psycopg.Error as exc:
+            with contextlib.suppress(psycopg.Error):
+                self._pipeline.close()
+            raise self._intake._inline_failed(self._conn, exc) from exc
+        return answer
+
+
+class PendingRecord:
+    """Engine.send_record's answer: `result()` waits for it (once)."""
+
+    def __init__(
+        self,
+        intake: SourceIntake,
+        batch: Sequence[NewWorkflow],
+        holding: Container[str],
+        sent: SentInline | None,
+    ) -> None:
+        self._intake, self._batch, self._holding, self._sent = intake, batch, holding, sent
+        self._result: list[Recorded] | None = None
+
+    @property
+    def inline(self) -> bool:
+        """Whether the batch was sent inline (its outcome may still fall back)."""
+        return self._sent is not None
+
+    def result(self) -> list[Recorded]:
+        if self._result is None:
+            sent, self._sent = self._sent, None
+            self._result = self._intake.outcome(self._batch, self._holding, sent)
+        return self._result

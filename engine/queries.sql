@@ -30,6 +30,22 @@ FROM jsonb_to_recordset(%(rows)s::jsonb)
 ON CONFLICT (workflow_id) DO NOTHING
 RETURNING workflow_id;
 
+-- name: insert_finished_workflows
+-- The workflows an inline batch ran, inserted already SUCCESS with their
+-- outputs (see _inline.py). No ON CONFLICT: a row another executor recorded
+-- since the batch's lookup means the workflow was not ours to run, and the
+-- unique violation aborts the transaction, so its COMMIT can be sent without
+-- waiting to check (DESIGN.md §1.2, §1.5).
+INSERT INTO {schema}.workflows
+    (workflow_id, name, input, owner, status, output, error,
+     source_group, source_topic, source_partition, source_offset, ordering_key)
+SELECT u.workflow_id, u.name, u.input, %(owner)s, u.status, u.output, u.error,
+       u.source_group, u.source_topic, u.source_partition, u.source_offset, u.ordering_key
+FROM jsonb_to_recordset(%(rows)s::jsonb)
+     AS u(workflow_id text, name text, input jsonb, status text, output jsonb, error jsonb,
+          source_group text, source_topic text, source_partition int,
+          source_offset bigint, ordering_key text);
+
 -- name: existing_workflows
 -- Which of a batch's workflow IDs are recorded already, and whether they are
 -- final (an inline batch runs only the others). The IDs come as one JSON

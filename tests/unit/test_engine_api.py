@@ -20,6 +20,7 @@ PUBLIC = [
     "NewWorkflow",
     "NonDeterministicWorkflowError",
     "OnceflowError",
+    "PendingRecord",
     "Recorded",
     "SchemaNotMigratedError",
     "SerializationError",

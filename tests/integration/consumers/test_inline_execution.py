@@ -31,7 +31,7 @@ from consumers.testing import (
     produce,
     rewind_group,
 )
-from engine import NewWorkflow, Recorded
+from engine import NewWorkflow, PendingRecord
 
 FALLBACK = "falls back to ordinary runs"
 
@@ -338,13 +338,13 @@ def test_fresh_records_behind_redelivered_finished_ones_of_their_key_still_run_i
     second = make_app(batch_size=500)
     subscribe_inline_flow(second, topic=topic, group=group, runs=runs)
     batches: list[list[str]] = []
-    record = second.engine.record
+    send_record = second.engine.send_record
 
-    def spy(batch: Sequence[NewWorkflow], **options: Any) -> list[Recorded]:
+    def spy(batch: Sequence[NewWorkflow], **options: Any) -> PendingRecord:
         batches.append([item.workflow_id for item in batch])
-        return record(batch, **options)
+        return send_record(batch, **options)
 
-    second.engine.record = spy  # type: ignore[method-assign]
+    second.engine.send_record = spy  # type: ignore[method-assign]
     second.start()
     check = make_check(topic, group, expected=done + fresh)
     wait_complete(check, second, timeout=60)

@@ -142,3 +142,83 @@ def test_a_workflow_recorded_meanwhile_elsewhere_rolls_the_inline_batch_back(
         "wf-0": "SUCCESS",
         "wf-1": "SUCCESS",
     }
+
+
+# -- send_record: the batch sent up to its COMMIT, its answer read later --------
+
+
+def test_send_record_answers_like_record_once_its_result_is_read(
+    engine_factory: Any, effects_url: str
+) -> None:
+    eng = engine_factory()
+    _register(eng)
+    eng.launch()
+
+    pending = eng.send_record(_batch(3), inline=lambda item, fresh: fresh)
+    assert pending.inline
+    recorded = pending.result()
+
+    assert [r.disposition for r in recorded] == [Disposition.COMPLETED] * 3
+    assert pending.result() is recorded  # read once, kept
+    assert {wid: row[0] for wid, row in _rows(effects_url).items()} == {
+        f"wf-{i}": "SUCCESS" for i in range(3)
+    }
+    assert sorted(k for _, k, _ in engine_flows.effects(effects_url)) == ["0", "1", "2"]
+    # The inline connection is free again: the next batch goes the same way.
+    again = eng.send_record(_batch(4), inline=lambda item, fresh: fresh).result()
+    assert [r.disposition for r in again] == [Disposition.FINISHED] * 3 + [Disposition.COMPLETED]
+
+
+def test_send_record_without_inline_records_before_it_returns(
+    engine_factory: Any, effects_url: str
+) -> None:
+    eng = engine_factory()
+    _register(eng)
+    eng.launch()
+
+    pending = eng.send_record(_batch(2))
+
+    assert not pending.inline
+    assert {wid: row[0] for wid, row in _rows(effects_url).items()} == {
+        "wf-0": "PENDING",
+        "wf-1": "PENDING",
+    }
+    assert [r.disposition for r in pending.result()] == [Disposition.NEW] * 2
+
+
+def test_a_row_recorded_elsewhere_after_the_send_fails_the_commit_not_the_guarantee(
+    engine_factory: Any, effects_url: str
+) -> None:
+    """Another executor records wf-1 while the batch runs it inline, after the
+    batch's lookup: the batch's insert of wf-1's finished row fails (no ON
+    CONFLICT for rows run here), so its COMMIT does nothing, and `result()`
+    reports the ordinary way's outcome, with no effect written twice."""
+    eng = engine_factory()
+    effect = _register(eng)
+    raced: list[str] = []
+
+    @eng.workflow(name="racing-flow")
+    def racing(n: int) -> int:
+        if not raced:
+            raced.append(engine.current_workflow_id())
+            with psycopg.connect(effects_url, autocommit=True) as other:
+                other.execute(
+                    "INSERT INTO onceflow.workflows (workflow_id, name, input)"
+                    " VALUES ('wf-1', 'racing-flow', %s)",
+                    ('{"args": [1], "kwargs": {}}',),
+                )
+        effect(n)
+        return n
+
+    eng.launch()
+    batch = [NewWorkflow("wf-0", "inline-flow", (0,)), NewWorkflow("wf-1", "racing-flow", (1,))]
+
+    pending = eng.send_record(batch, inline=lambda item, fresh: fresh)
+    recorded = pending.result()
+
+    assert [r.disposition for r in recorded] == [Disposition.NEW, Disposition.CLAIMED]
+    assert engine_flows.effects(effects_url) == []
+    for r in recorded:
+        assert r.claimed is not None
+        eng.run(r.claimed, fresh=r.fresh).result(timeout=30)
+    assert sorted(k for _, k, _ in engine_flows.effects(effects_url)) == ["0", "1"]
