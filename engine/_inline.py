@@ -168,34 +168,38 @@ def send_batch(
     state = InlineBatch(conn, engine._tables, keep_steps=engine.settings.inline_steps)
     timed: Callable[[NewWorkflow, float], None] | None = getattr(policy, "ran", None)
     pending: list[psycopg.Cursor[Any]] = []
-    with conn.transaction():
-        ids = orjson.dumps([item.workflow_id for item in batch]).decode()
-        found = conn.execute(engine._q["existing_workflows"], {"workflow_ids": ids}).fetchall()
-        existing = {row[0] for row in found}
-        final = {row[0] for row in found if row[1]}
-        chunk: list[NewWorkflow] = []
-        for item in batch:
-            if item.workflow_id in final:
-                # Redelivered and done: nothing to run, nothing it holds up.
-                # Not shown to the policy, which would hold its key's later
-                # records back from running inline.
-                continue
-            fresh = item.workflow_id not in existing and item.failure is None
-            if policy(item, fresh) and fresh:
-                started = time.perf_counter()
-                state.outputs[item.workflow_id] = _run_workflow(engine, state, item)
-                if timed is not None:
-                    timed(item, time.perf_counter() - started)
-            if item.workflow_id not in existing:
-                chunk.append(item)
-            if len(chunk) >= CHUNK:
-                _send_chunk(engine, state, chunk, insert, pending)
-                chunk = []
-        _send_chunk(engine, state, chunk, insert, pending)
-        # The exactly-once check is Postgres's: a workflow run here that
-        # another executor inserted since the lookup above makes the insert
-        # of its finished row fail, and the COMMIT then does nothing. The
-        # ordinary path finds that row (DESIGN.md §1.2, §1.5).
+    # BEGIN and COMMIT go out as statements of the pipeline: psycopg's
+    # transaction() would open a nested pipeline, whose exit syncs and waits
+    # for every answer of the batch, and again for the COMMIT's.
+    conn.execute("BEGIN")
+    ids = orjson.dumps([item.workflow_id for item in batch]).decode()
+    found = conn.execute(engine._q["existing_workflows"], {"workflow_ids": ids}).fetchall()
+    existing = {row[0] for row in found}
+    final = {row[0] for row in found if row[1]}
+    chunk: list[NewWorkflow] = []
+    for item in batch:
+        if item.workflow_id in final:
+            # Redelivered and done: nothing to run, nothing it holds up.
+            # Not shown to the policy, which would hold its key's later
+            # records back from running inline.
+            continue
+        fresh = item.workflow_id not in existing and item.failure is None
+        if policy(item, fresh) and fresh:
+            started = time.perf_counter()
+            state.outputs[item.workflow_id] = _run_workflow(engine, state, item)
+            if timed is not None:
+                timed(item, time.perf_counter() - started)
+        if item.workflow_id not in existing:
+            chunk.append(item)
+        if len(chunk) >= CHUNK:
+            _send_chunk(engine, state, chunk, insert, pending)
+            chunk = []
+    _send_chunk(engine, state, chunk, insert, pending)
+    # The exactly-once check is Postgres's: a workflow run here that another
+    # executor inserted since the lookup above makes the insert of its
+    # finished row fail, and the COMMIT then does nothing. The ordinary path
+    # finds that row (DESIGN.md §1.2, §1.5).
+    conn.execute("COMMIT")
     return SentBatch(state, pending)
 
 

@@ -127,16 +127,23 @@ class SourceIntake:
                 pipeline.__exit__(type(exc), exc, exc.__traceback__)
             if isinstance(exc, psycopg.Error):
                 raise self._inline_failed(conn, exc) from exc
+            # A workflow raised (or worse) between the batch's BEGIN and
+            # its COMMIT: nothing of it may stay.
+            failed = self._inline_failed(conn, None)
+            if not isinstance(failed, InlineAbort):
+                raise failed from exc
             raise
         return SentInline(self, conn, pipeline, sent)
 
-    def _inline_failed(self, conn: psycopg.Connection[Any], exc: psycopg.Error) -> Exception:
-        """What a driver error during an inline batch becomes: Postgres gone
-        (the batch waits and is recorded again), or a failed statement (the
-        transaction is rolled back and the batch goes the ordinary way)."""
+    def _inline_failed(self, conn: psycopg.Connection[Any], exc: psycopg.Error | None) -> Exception:
+        """What a driver error (or, with None, a workflow's exception) during
+        an inline batch becomes: Postgres gone (the batch waits and is
+        recorded again), or a failed statement (the transaction is rolled
+        back and the batch goes the ordinary way)."""
         if conn.closed or conn.broken:
             self._inline_conns.pop(threading.get_ident(), None)
-            return translate(exc, self._db.url)
+            conn.close()
+            return translate(exc or psycopg.OperationalError("connection lost"), self._db.url)
         try:
             conn.rollback()
         except psycopg.Error as again:

@@ -4,6 +4,7 @@ already final (engine/_inline.py)."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import engine_flows
@@ -222,3 +223,36 @@ def test_a_row_recorded_elsewhere_after_the_send_fails_the_commit_not_the_guaran
         assert r.claimed is not None
         eng.run(r.claimed, fresh=r.fresh).result(timeout=30)
     assert sorted(k for _, k, _ in engine_flows.effects(effects_url)) == ["0", "1"]
+
+
+def test_send_record_returns_while_postgres_still_works_on_the_batch(
+    engine_factory: Any, effects_url: str
+) -> None:
+    """The batch goes out up to its COMMIT without waiting for any answer
+    after the lookup: with the effects table locked elsewhere, its INSERT
+    waits in Postgres, and send_record returns all the same (a sync inside
+    the batch, such as psycopg's transaction() opens in pipeline mode, would
+    block here until the lock is released). Nothing is committed before the
+    lock goes, and everything is once it does."""
+    eng = engine_factory()
+    _register(eng)
+    eng.launch()
+    locker = psycopg.connect(effects_url)
+    try:
+        locker.execute("LOCK TABLE public.effects IN ACCESS EXCLUSIVE MODE")
+        sent: list[Any] = []
+        thread = threading.Thread(
+            target=lambda: sent.append(eng.send_record(_batch(3), inline=lambda i, f: f)),
+            daemon=True,
+        )
+        thread.start()
+        thread.join(timeout=20)
+        returned = not thread.is_alive()
+        assert _rows(effects_url) == {}  # not committed: the INSERT still waits
+    finally:
+        locker.rollback()  # the lock goes; the batch's statements go on
+        locker.close()
+    assert returned, "send_record waited for Postgres to finish the batch"
+    recorded = sent[0].result()
+    assert [r.disposition for r in recorded] == [Disposition.COMPLETED] * 3
+    assert sorted(k for _, k, _ in engine_flows.effects(effects_url)) == ["0", "1", "2"]
