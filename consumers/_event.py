@@ -32,10 +32,52 @@ class Event(Generic[T]):
     workflow_id: str
 
 
-@dataclass(frozen=True, slots=True)
+# The slots of Event, set directly by new_event.
+_EVENT_SLOTS = tuple(
+    Event.__dict__[name].__set__
+    for name in (
+        "value",
+        "key",
+        "topic",
+        "partition",
+        "offset",
+        "timestamp",
+        "headers",
+        "workflow_id",
+    )
+)
+
+
+def new_event(
+    value: Any,
+    key: bytes | None,
+    topic: str,
+    partition: int,
+    offset: int,
+    timestamp: datetime | None,
+    headers: Headers,
+    workflow_id: str,
+) -> Event[Any]:
+    """`Event(...)` at half the cost, for the consumer's hot path: a frozen
+    dataclass's __init__ guards every field it sets; this sets the slots."""
+    event: Event[Any] = object.__new__(Event)
+    s_value, s_key, s_topic, s_partition, s_offset, s_ts, s_headers, s_wid = _EVENT_SLOTS
+    s_value(event, value)
+    s_key(event, key)
+    s_topic(event, topic)
+    s_partition(event, partition)
+    s_offset(event, offset)
+    s_ts(event, timestamp)
+    s_headers(event, headers)
+    s_wid(event, workflow_id)
+    return event
+
+
+@dataclass(slots=True)
 class Envelope:
     """A record as stored in the workflow's input: everything needed to rebuild
-    its Event after a crash, without Kafka (the record may be long gone)."""
+    its Event after a crash, without Kafka (the record may be long gone).
+    Not frozen (one is built per record; see new_event), but never changed."""
 
     topic: str
     partition: int
@@ -48,6 +90,7 @@ class Envelope:
     def to_json(self) -> dict[str, Any]:
         # Text stays text so operators can read inputs in the table;
         # anything else is kept as bytes (the serializer tags them).
+        # (EnvelopeDocument builds the same dict.)
         return {
             "topic": self.topic,
             "partition": self.partition,
@@ -94,7 +137,16 @@ class EnvelopeDocument(dict[str, Any]):
     __slots__ = ("_event", "envelope")
 
     def __init__(self, envelope: Envelope, event: Event[Any]) -> None:
-        super().__init__(envelope.to_json())
+        # envelope.to_json(), built in place rather than copied.
+        super().__init__(
+            topic=envelope.topic,
+            partition=envelope.partition,
+            offset=envelope.offset,
+            key=_text_or_bytes(envelope.key),
+            value=_text_or_bytes(envelope.value),
+            timestamp_ms=envelope.timestamp_ms,
+            headers=[[k, v] for k, v in envelope.headers],
+        )
         self.envelope = envelope
         self._event: Event[Any] | None = event
 

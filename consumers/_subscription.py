@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from ._event import Envelope, Event
+from ._event import Envelope, Event, new_event
 from ._scheduler import Ordering
 
 ORDERINGS: tuple[Ordering, ...] = ("key", "partition", "none")
@@ -50,13 +50,13 @@ class Subscription:
                     f"value does not fit {self.model.__name__}: {exc.error_count()} errors",
                     exc.errors(include_url=False, include_context=False),
                 ) from exc
-        return Event(
-            value=value,
-            key=envelope.key,
-            topic=envelope.topic,
-            partition=envelope.partition,
-            offset=envelope.offset,
-            timestamp=envelope.timestamp(),
-            headers=envelope.headers,
-            workflow_id=workflow_id,
+        return new_event(
+            value,
+            envelope.key,
+            envelope.topic,
+            envelope.partition,
+            envelope.offset,
+            envelope.timestamp(),
+            envelope.headers,
+            workflow_id,
         )

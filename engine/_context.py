@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from ._inline import InlineBatch
 
 
-@dataclass
+@dataclass(slots=True)
 class WorkflowContext:
     engine: Engine
     workflow_id: str
