@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from engine import ConfigurationError, Engine, current_workflow_id
 
+from . import _gc
 from ._config import check_reserved, kafka_settings
 from ._event import Envelope, EnvelopeDocument
 from ._group import GroupConsumer
@@ -219,6 +220,7 @@ class KafkaApp:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self._stop.set())
         self.start()
+        _gc.tune_for_service()
         last = time.monotonic()
         while not self._stop.wait(0.5):
             if progress_every and time.monotonic() - last >= progress_every:
