@@ -12,7 +12,7 @@ import orjson
 from ._db import Row
 from ._errors import SerializationError
 from ._models import Claimed, NewWorkflow, Source, Status, StepRecord, WorkflowStatus
-from ._serialize import dumps, revive
+from ._serialize import dumps, encode, revive
 
 
 def batch_document(batch: Sequence[NewWorkflow], outputs: dict[str, str] | None = None) -> str:
@@ -20,27 +20,44 @@ def batch_document(batch: Sequence[NewWorkflow], outputs: dict[str, str] | None 
     PENDING, or ERROR for a failure, or SUCCESS for those in `outputs` (their
     results as JSON, by workflow ID: run inline before their row is written)."""
     outputs = outputs or {}
-    rows = []
-    for item in batch:
-        src = item.source
-        payload = {"args": list(item.args), "kwargs": item.kwargs}
-        output = outputs.get(item.workflow_id)
-        rows.append(
-            {
-                "workflow_id": item.workflow_id,
-                "name": item.name,
-                "input": orjson.Fragment(dumps(payload, what="the input of", name=item.name)),
-                "status": _initial_status(item, output),
-                "output": None if output is None else orjson.Fragment(output),
-                "error": item.failure,
-                "source_group": src.group if src else None,
-                "source_topic": src.topic if src else None,
-                "source_partition": src.partition if src else None,
-                "source_offset": src.offset if src else None,
-                "ordering_key": src.ordering_key if src else None,
-            }
-        )
-    return orjson.dumps(rows).decode()
+    # The whole document in one encoding; only when that fails (or holds a
+    # NUL) is each input encoded on its own, to name the workflow at fault.
+    rows = [_row(item, {"args": item.args, "kwargs": item.kwargs}, outputs) for item in batch]
+    document = encode(rows)
+    if document is not None:
+        return document
+    return orjson.dumps(
+        [
+            _row(
+                item,
+                orjson.Fragment(dumps(_input(item), what="the input of", name=item.name)),
+                outputs,
+            )
+            for item in batch
+        ]
+    ).decode()
+
+
+def _input(item: NewWorkflow) -> dict[str, Any]:
+    return {"args": list(item.args), "kwargs": item.kwargs}
+
+
+def _row(item: NewWorkflow, payload: Any, outputs: dict[str, str]) -> dict[str, Any]:
+    src = item.source
+    output = outputs.get(item.workflow_id)
+    return {
+        "workflow_id": item.workflow_id,
+        "name": item.name,
+        "input": payload,
+        "status": _initial_status(item, output),
+        "output": None if output is None else orjson.Fragment(output),
+        "error": item.failure,
+        "source_group": src.group if src else None,
+        "source_topic": src.topic if src else None,
+        "source_partition": src.partition if src else None,
+        "source_offset": src.offset if src else None,
+        "ordering_key": src.ordering_key if src else None,
+    }
 
 
 def _initial_status(item: NewWorkflow, output: str | None) -> str:

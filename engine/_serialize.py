@@ -62,6 +62,17 @@ def dumps(value: Any, *, what: str = "value", name: str | None = None) -> str:
     return text
 
 
+def encode(value: Any) -> str | None:
+    """`dumps(value)` when it succeeds and holds no escaped NUL at all; None
+    otherwise (then `dumps` on its parts says what is wrong). One pass over
+    a whole document, for the hot path."""
+    try:
+        data = orjson.dumps(value, default=_default, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return None
+    return None if b"\\u0000" in data else data.decode()
+
+
 def _revive(value: Any) -> Any:
     if isinstance(value, dict):
         if _BYTES in value and len(value) == 1:
