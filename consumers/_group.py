@@ -29,6 +29,7 @@ from engine import (
     DatabaseUnavailableError,
     Disposition,
     Engine,
+    Lookup,
     NewWorkflow,
     OnceflowError,
     PendingRecord,
@@ -193,10 +194,21 @@ class GroupConsumer:
         the batch before, and send this one."""
         envelopes = [envelope(msg) for msg in records]
         items = [self._workflow_for(env) for env in envelopes]
+        lookup = self._send_lookup(items)
         self._finish_sent()
-        self._send(envelopes, items)
+        self._send(envelopes, items, lookup)
 
-    def _send(self, envelopes: list[Envelope], items: list[NewWorkflow]) -> None:
+    def _send_lookup(self, items: list[NewWorkflow]) -> Lookup | None:
+        """While the batch before commits, ask which of these workflows
+        exist (on another connection), if they may run inline: the batch
+        then finds the answer there instead of waiting for it."""
+        if self._sent is None or not any(self._governor.inline(s) for s in self.routes.values()):
+            return None
+        return self.engine.send_lookup(items)
+
+    def _send(
+        self, envelopes: list[Envelope], items: list[NewWorkflow], lookup: Lookup | None = None
+    ) -> None:
         """Record a batch: sent up to its COMMIT when it runs inline, finished
         (offsets stored, lanes fed) by `_finish_sent` before anything else
         touches Postgres or the lanes from this thread."""
@@ -212,7 +224,7 @@ class GroupConsumer:
         )
         pending: PendingRecord | None = None
         try:
-            pending = self.engine.send_record(items, holding=held, inline=inline)
+            pending = self.engine.send_record(items, holding=held, inline=inline, lookup=lookup)
         except DatabaseUnavailableError as exc:
             log.warning("group %s: cannot record %d records: %s", self.group, len(items), exc)
         self._sent = _Sent(envelopes, items, held, inline, pending)

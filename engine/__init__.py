@@ -23,6 +23,7 @@ from ._errors import (
 )
 from ._handle import WorkflowHandle
 from ._inline import InlinePolicy
+from ._lookup import Lookup
 from ._migrate import migrate_database
 from ._models import (
     Claimed,
@@ -44,6 +45,7 @@ __all__ = [
     "Disposition",
     "Engine",
     "InlinePolicy",
+    "Lookup",
     "MigrationError",
     "NewWorkflow",
     "NonDeterministicWorkflowError",

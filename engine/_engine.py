@@ -31,6 +31,7 @@ from ._errors import (
 )
 from ._handle import WorkflowHandle
 from ._inline import InlinePolicy
+from ._lookup import Lookup
 from ._models import (
     Claimed,
     NewWorkflow,
@@ -109,8 +110,9 @@ class Engine:
         ]
         self._runner = Runner(self, self.settings.workers)
         self._stop = threading.Event()
-        # Inline batches' connections, one per recording thread (see _sources.py).
-        self._inline_conns: dict[int, psycopg.Connection[Any]] = {}
+        # Inline batches' connections, and their lookups', one each per
+        # recording thread (see _sources.py), by (thread ident, role).
+        self._inline_conns: dict[tuple[int, str], psycopg.Connection[Any]] = {}
         # Users' tables that take their inline steps' INSERTs multi-row (_multirow.py).
         self._tables = Tables(self._q["table_sees_statements"])
         self._sources = SourceIntake(self)
@@ -428,6 +430,7 @@ class Engine:
         *,
         holding: Container[str] = (),
         inline: InlinePolicy | None = None,
+        lookup: Lookup | None = None,
     ) -> PendingRecord:
         """`record`, in two halves: an inline batch is sent up to its COMMIT
         without waiting, and `result()` of the answer waits for Postgres and
@@ -437,9 +440,20 @@ class Engine:
         the batch is durable before `result()` returns; call it before
         anything else uses this engine from this thread (the batch holds the
         thread's inline connection). Without `inline`, the batch is recorded
-        before this returns."""
+        before this returns. `lookup`: `send_lookup(batch)`'s, sent earlier
+        from this thread (it is read here in any case)."""
         self._require_launched()
-        return self._sources.send(batch, holding=holding, inline=inline)
+        return self._sources.send(batch, holding=holding, inline=inline, lookup=lookup)
+
+    def send_lookup(self, batch: Sequence[NewWorkflow]) -> Lookup:
+        """Ask, without waiting, which of `batch`'s workflows are recorded,
+        on a connection of this thread's own (not the inline one): pass the
+        answer to `send_record(batch, lookup=...)`, which then need not ask
+        (and wait) itself. Meant to overlap the previous batch's COMMIT; one
+        at a time per thread. Never raises: a lookup that could not be sent
+        is simply asked again by send_record."""
+        self._require_launched()
+        return self._sources.send_lookup(batch)
 
     def inspect(
         self, workflow_ids: Sequence[str], *, holding: Container[str] = ()

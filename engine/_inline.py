@@ -45,6 +45,7 @@ import psycopg
 
 from ._context import WorkflowContext, _step, _workflow
 from ._deferred import DeferringConnection
+from ._lookup import Found, lookup_params
 from ._models import NewWorkflow
 from ._multirow import Tables
 from ._serialize import dumps
@@ -159,11 +160,13 @@ def send_batch(
     batch: Sequence[NewWorkflow],
     policy: InlinePolicy,
     insert: Insert,
+    found: Found | None = None,
 ) -> SentBatch:
     """Record `batch` and run the workflows `policy` picks, in one
     transaction, sent up to its COMMIT without waiting (`conn` is in
-    pipeline mode). Raises InlineAbort, with the transaction rolled back, when
-    a workflow raises.
+    pipeline mode). `found`: which of its workflows exist, if asked already
+    (_lookup.py); else the batch asks first. Raises InlineAbort, with the
+    transaction rolled back, when a workflow raises.
     """
     state = InlineBatch(conn, engine._tables, keep_steps=engine.settings.inline_steps)
     timed: Callable[[NewWorkflow, float], None] | None = getattr(policy, "ran", None)
@@ -172,8 +175,9 @@ def send_batch(
     # transaction() would open a nested pipeline, whose exit syncs and waits
     # for every answer of the batch, and again for the COMMIT's.
     conn.execute("BEGIN")
-    ids = orjson.dumps([item.workflow_id for item in batch]).decode()
-    found = conn.execute(engine._q["existing_workflows"], {"workflow_ids": ids}).fetchall()
+    if found is None:
+        ids = [item.workflow_id for item in batch]
+        found = conn.execute(engine._q["existing_workflows"], lookup_params(ids)).fetchall()
     existing = {row[0] for row in found}
     final = {row[0] for row in found if row[1]}
     chunk: list[NewWorkflow] = []

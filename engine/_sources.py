@@ -19,7 +19,9 @@ import psycopg
 
 from . import _inline
 from ._db import translate
+from ._errors import OnceflowError
 from ._inline import InlineAbort, InlinePolicy
+from ._lookup import Found, Lookup
 from ._models import Claimed, Disposition, NewWorkflow, Recorded, Source, Status
 from ._rows import batch_document, claimed_from_row
 from ._serialize import revive
@@ -59,12 +61,17 @@ class SourceIntake:
         *,
         holding: Container[str] = (),
         inline: InlinePolicy | None = None,
+        lookup: Lookup | None = None,
     ) -> PendingRecord:
         """Engine.send_record: the contract is documented there."""
+        # Read out first, whatever comes next: its connection is then free.
+        found = None if lookup is None else lookup.rows()
+        if found is not None and lookup is not None and not lookup.answers(batch):
+            found = None
         sent: SentInline | None = None
         if batch and inline is not None:
             try:
-                sent = self.send_inline(batch, inline)
+                sent = self.send_inline(batch, inline, found)
             except InlineAbort as exc:
                 log.info("inline batch of %d falls back to ordinary runs: %s", len(batch), exc)
         pending = PendingRecord(self, batch, holding, sent)
@@ -112,16 +119,18 @@ class SourceIntake:
             outcome.update(self.inspect(existing, holding=holding))
         return [outcome[i.workflow_id] for i in batch]
 
-    def send_inline(self, batch: Sequence[NewWorkflow], policy: InlinePolicy) -> SentInline:
+    def send_inline(
+        self, batch: Sequence[NewWorkflow], policy: InlinePolicy, found: Found | None = None
+    ) -> SentInline:
         """Send `batch` inline up to its COMMIT; raises InlineAbort (rolled
-        back) when a workflow raised."""
+        back) when a workflow raised. `found`: its lookup's answer, if asked."""
         conn = self._inline_connection()
         # Pipeline mode: the statements go out without waiting for each
         # answer; an error in one surfaces when the answers are read.
         pipeline = contextlib.ExitStack()
         try:
             pipeline.enter_context(conn.pipeline())
-            sent = _inline.send_batch(self._engine, conn, batch, policy, self.insert_on)
+            sent = _inline.send_batch(self._engine, conn, batch, policy, self.insert_on, found)
         except BaseException as exc:
             with contextlib.suppress(psycopg.Error):
                 pipeline.__exit__(type(exc), exc, exc.__traceback__)
@@ -141,13 +150,13 @@ class SourceIntake:
         recorded again), or a failed statement (the transaction is rolled
         back and the batch goes the ordinary way)."""
         if conn.closed or conn.broken:
-            self._inline_conns.pop(threading.get_ident(), None)
+            self._inline_conns.pop((threading.get_ident(), "inline"), None)
             conn.close()
             return translate(exc or psycopg.OperationalError("connection lost"), self._db.url)
         try:
             conn.rollback()
         except psycopg.Error as again:
-            self._inline_conns.pop(threading.get_ident(), None)
+            self._inline_conns.pop((threading.get_ident(), "inline"), None)
             conn.close()
             return translate(again, self._db.url)
         return InlineAbort(f"{type(exc).__name__}: {exc}")
@@ -155,11 +164,27 @@ class SourceIntake:
     def _inline_connection(self) -> psycopg.Connection[Any]:
         # One per recording thread (one per consumer group), with psycopg's
         # default tuple rows: users' transaction steps run on it.
-        conn = self._inline_conns.get(threading.get_ident())
+        return self._thread_connection("inline")
+
+    def _thread_connection(self, role: str) -> psycopg.Connection[Any]:
+        """This thread's connection for `role` ("inline", "lookup")."""
+        key = (threading.get_ident(), role)
+        conn = self._inline_conns.get(key)
         if conn is None or conn.closed:
             conn = self._db.connect(dict_rows=False)
-            self._inline_conns[threading.get_ident()] = conn
+            self._inline_conns[key] = conn
         return conn
+
+    def send_lookup(self, batch: Sequence[NewWorkflow]) -> Lookup:
+        """Engine.send_lookup: the contract is documented there."""
+        lookup = Lookup(batch)
+        try:
+            lookup.send(self._thread_connection("lookup"), self._q["existing_workflows"])
+        except (psycopg.Error, OnceflowError) as exc:
+            # Not asked: the batch asks on its own connection, which reports it.
+            log.debug("lookup not sent ahead: %s", exc)
+            lookup.rows()
+        return lookup
 
     def insert_on(
         self,

@@ -16,6 +16,7 @@ PUBLIC = [
     "Disposition",
     "Engine",
     "InlinePolicy",
+    "Lookup",
     "MigrationError",
     "NewWorkflow",
     "NonDeterministicWorkflowError",

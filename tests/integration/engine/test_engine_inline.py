@@ -256,3 +256,70 @@ def test_send_record_returns_while_postgres_still_works_on_the_batch(
     recorded = sent[0].result()
     assert [r.disposition for r in recorded] == [Disposition.COMPLETED] * 3
     assert sorted(k for _, k, _ in engine_flows.effects(effects_url)) == ["0", "1", "2"]
+
+
+# -- send_lookup: the batch's question asked ahead, on another connection ------
+
+
+def test_a_lookup_sent_ahead_is_the_batchs_answer(engine_factory: Any, effects_url: str) -> None:
+    eng = engine_factory()
+    _register(eng)
+    eng.launch()
+    eng.record(_batch(2), inline=lambda item, fresh: fresh)
+
+    lookup = eng.send_lookup(_batch(4))
+    recorded = eng.send_record(_batch(4), inline=lambda i, f: f, lookup=lookup).result()
+
+    assert [r.disposition for r in recorded] == [Disposition.FINISHED] * 2 + [
+        Disposition.COMPLETED
+    ] * 2
+    assert sorted(k for _, k, _ in engine_flows.effects(effects_url)) == ["0", "1", "2", "3"]
+    assert lookup.rows() == [("wf-0", True), ("wf-1", True)]  # read by send_record, kept
+
+
+def test_a_lookup_for_other_workflows_is_read_and_not_used(
+    engine_factory: Any, effects_url: str
+) -> None:
+    eng = engine_factory()
+    _register(eng)
+    eng.launch()
+    eng.record(_batch(2), inline=lambda item, fresh: fresh)
+
+    # Asked for wf-9 alone: were it used, wf-0 and wf-1 would look fresh
+    # and the batch would fall back after running them again.
+    lookup = eng.send_lookup([NewWorkflow("wf-9", "inline-flow", (9,))])
+    recorded = eng.send_record(_batch(3), inline=lambda i, f: f, lookup=lookup).result()
+
+    assert [r.disposition for r in recorded] == [Disposition.FINISHED] * 2 + [Disposition.COMPLETED]
+    assert sorted(k for _, k, _ in engine_flows.effects(effects_url)) == ["0", "1", "2"]
+    # The lookup's connection is free: the next one goes the same way.
+    again = eng.send_record(_batch(4), inline=lambda i, f: f, lookup=eng.send_lookup(_batch(4)))
+    assert [r.disposition for r in again.result()][-1] is Disposition.COMPLETED
+
+
+def test_a_row_recorded_after_the_lookup_fails_the_commit_not_the_guarantee(
+    engine_factory: Any, effects_url: str
+) -> None:
+    """The lookup says wf-1 is not recorded; another executor records it
+    before the batch runs: the batch's insert of wf-1's finished row fails,
+    nothing of the batch commits, and the ordinary way runs each once."""
+    eng = engine_factory()
+    _register(eng)
+    eng.launch()
+
+    lookup = eng.send_lookup(_batch(2))
+    assert lookup.rows() == []  # answered: nothing recorded yet
+    with psycopg.connect(effects_url, autocommit=True) as other:
+        other.execute(
+            "INSERT INTO onceflow.workflows (workflow_id, name, input)"
+            " VALUES ('wf-1', 'inline-flow', %s)",
+            ('{"args": [1], "kwargs": {}}',),
+        )
+    recorded = eng.send_record(_batch(2), inline=lambda i, f: f, lookup=lookup).result()
+
+    assert [r.disposition for r in recorded] == [Disposition.NEW, Disposition.CLAIMED]
+    assert engine_flows.effects(effects_url) == []
+    for r in recorded:
+        assert r.claimed is not None
+        eng.run(r.claimed, fresh=r.fresh).result(timeout=30)
+    assert sorted(k for _, k, _ in engine_flows.effects(effects_url)) == ["0", "1"]
