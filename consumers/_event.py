@@ -121,9 +121,21 @@ class Envelope:
         )
 
     def timestamp(self) -> datetime | None:
-        if self.timestamp_ms is None or self.timestamp_ms < 0:
+        global _last_timestamp
+        ms = self.timestamp_ms
+        if ms is None or ms < 0:
             return None
-        return datetime.fromtimestamp(self.timestamp_ms / 1000, UTC)
+        # A producer's batch shares its millisecond: reuse the last datetime
+        # (immutable) rather than build the same one per record.
+        last = _last_timestamp
+        if last[0] == ms:
+            return last[1]
+        ts = datetime.fromtimestamp(ms / 1000, UTC)
+        _last_timestamp = (ms, ts)
+        return ts
+
+
+_last_timestamp: tuple[int, datetime] = (-1, datetime.fromtimestamp(0, UTC))
 
 
 class EnvelopeDocument(dict[str, Any]):
