@@ -18,7 +18,12 @@ from ._serialize import dumps, encode, revive
 def batch_document(batch: Sequence[NewWorkflow], outputs: dict[str, str] | None = None) -> str:
     """A batch of workflow rows as one JSON document (see insert_workflows):
     PENDING, or ERROR for a failure, or SUCCESS for those in `outputs` (their
-    results as JSON, by workflow ID: run inline before their row is written)."""
+    results as JSON, by workflow ID: run inline before their row is written).
+
+    Each row is an array, its fields in the order of ROW_FIELDS: Postgres
+    takes an array's elements by position faster than an object's by name
+    (no keys to parse or look up), about a quarter less of its CPU per row
+    in jsonb_to_recordset's place (bench/README.md)."""
     outputs = outputs or {}
     # The whole document in one encoding; only when that fails (or holds a
     # NUL) is each input encoded on its own, to name the workflow at fault.
@@ -38,26 +43,42 @@ def batch_document(batch: Sequence[NewWorkflow], outputs: dict[str, str] | None 
     ).decode()
 
 
+# The fields of a row of batch_document, by position (queries.sql reads them so).
+ROW_FIELDS = (
+    "workflow_id",
+    "name",
+    "input",
+    "status",
+    "output",
+    "error",
+    "source_group",
+    "source_topic",
+    "source_partition",
+    "source_offset",
+    "ordering_key",
+)
+
+
 def _input(item: NewWorkflow) -> dict[str, Any]:
     return {"args": list(item.args), "kwargs": item.kwargs}
 
 
-def _row(item: NewWorkflow, payload: Any, outputs: dict[str, str]) -> dict[str, Any]:
+def _row(item: NewWorkflow, payload: Any, outputs: dict[str, str]) -> list[Any]:
     src = item.source
     output = outputs.get(item.workflow_id)
-    return {
-        "workflow_id": item.workflow_id,
-        "name": item.name,
-        "input": payload,
-        "status": _initial_status(item, output),
-        "output": None if output is None else orjson.Fragment(output),
-        "error": item.failure,
-        "source_group": src.group if src else None,
-        "source_topic": src.topic if src else None,
-        "source_partition": src.partition if src else None,
-        "source_offset": src.offset if src else None,
-        "ordering_key": src.ordering_key if src else None,
-    }
+    row = [
+        item.workflow_id,
+        item.name,
+        payload,
+        _initial_status(item, output),
+        None if output is None else orjson.Fragment(output),
+        item.failure,
+    ]
+    if src is None:
+        row += (None, None, None, None, None)
+    else:
+        row += (src.group, src.topic, src.partition, src.offset, src.ordering_key)
+    return row
 
 
 def _initial_status(item: NewWorkflow, output: str | None) -> str:

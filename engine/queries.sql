@@ -21,12 +21,9 @@ RETURNING epoch;
 INSERT INTO {schema}.workflows
     (workflow_id, name, input, owner, status, output, error,
      source_group, source_topic, source_partition, source_offset, ordering_key)
-SELECT u.workflow_id, u.name, u.input, %(owner)s, u.status, u.output, u.error,
-       u.source_group, u.source_topic, u.source_partition, u.source_offset, u.ordering_key
-FROM jsonb_to_recordset(%(rows)s::jsonb)
-     AS u(workflow_id text, name text, input jsonb, status text, output jsonb, error jsonb,
-          source_group text, source_topic text, source_partition int,
-          source_offset bigint, ordering_key text)
+SELECT r->>0, r->>1, r->2, %(owner)s, r->>3, NULLIF(r->4, 'null'), NULLIF(r->5, 'null'),
+       r->>6, r->>7, (r->>8)::int, (r->>9)::bigint, r->>10
+FROM jsonb_array_elements(%(rows)s::jsonb) AS r
 ON CONFLICT (workflow_id) DO NOTHING
 RETURNING workflow_id;
 
@@ -39,12 +36,9 @@ RETURNING workflow_id;
 INSERT INTO {schema}.workflows
     (workflow_id, name, input, owner, status, output, error,
      source_group, source_topic, source_partition, source_offset, ordering_key)
-SELECT u.workflow_id, u.name, u.input, %(owner)s, u.status, u.output, u.error,
-       u.source_group, u.source_topic, u.source_partition, u.source_offset, u.ordering_key
-FROM jsonb_to_recordset(%(rows)s::jsonb)
-     AS u(workflow_id text, name text, input jsonb, status text, output jsonb, error jsonb,
-          source_group text, source_topic text, source_partition int,
-          source_offset bigint, ordering_key text);
+SELECT r->>0, r->>1, r->2, %(owner)s, r->>3, NULLIF(r->4, 'null'), NULLIF(r->5, 'null'),
+       r->>6, r->>7, (r->>8)::int, (r->>9)::bigint, r->>10
+FROM jsonb_array_elements(%(rows)s::jsonb) AS r;
 
 -- name: existing_workflows
 -- Which of a batch's workflow IDs are recorded already, and whether they are

@@ -4,11 +4,20 @@ error names the workflow at fault."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 
 from engine import NewWorkflow, SerializationError, Source
-from engine._rows import batch_document
+from engine._rows import ROW_FIELDS, batch_document
+
+
+def _rows(document: str) -> list[dict[str, Any]]:
+    """The document's rows, each an array of ROW_FIELDS, by field name."""
+    rows = orjson.loads(document)
+    assert all(len(row) == len(ROW_FIELDS) for row in rows)
+    return [dict(zip(ROW_FIELDS, row, strict=True)) for row in rows]
 
 
 def _batch(*args: object) -> list[NewWorkflow]:
@@ -22,7 +31,7 @@ def test_rows_carry_input_status_output_and_source() -> None:
     bad = NewWorkflow("wf-bad", "flow", (), failure={"type": "BadRecord", "message": "no"})
     batch = [*_batch({"n": 1}, b"\x01raw"), bad]
 
-    rows = orjson.loads(batch_document(batch, {"wf-0": '{"done": true}'}))
+    rows = _rows(batch_document(batch, {"wf-0": '{"done": true}'}))
 
     assert [(r["workflow_id"], r["status"]) for r in rows] == [
         ("wf-0", "SUCCESS"),
@@ -49,5 +58,5 @@ def test_an_input_that_cannot_be_stored_is_named(bad: object) -> None:
 
 
 def test_a_literal_backslash_u0000_is_not_a_nul() -> None:
-    rows = orjson.loads(batch_document(_batch("\\u0000 is six characters")))
+    rows = _rows(batch_document(_batch("\\u0000 is six characters")))
     assert rows[0]["input"]["args"] == ["\\u0000 is six characters"]
