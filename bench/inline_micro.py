@@ -7,7 +7,7 @@ Builds the benchmark's app (bench/apps/onceflow_app.py: two plain steps and
 a transaction step, execution="inline"), feeds its group consumer's `_ingest`
 with in-memory records shaped like the benchmark's, on a fresh database, and
 prints the CPU microseconds per event of this process and of its Postgres
-backends. Kafka's own cost (polling, storing offsets) is left out, so the
+backends. The garbage collector is set as the service sets it. Kafka's own cost (polling, storing offsets) is left out, so the
 figure isolates what Onceflow adds per event; it is not comparable with the
 throughput table's. Figures are printed, never asserted (DESIGN.md §8).
 """
@@ -95,6 +95,7 @@ def run(records: int, size: int, profile: str | None) -> None:
             }
         )
         app_module = importlib.import_module("bench.apps.onceflow_app")
+        from consumers._gc import tune_for_service
         from consumers._group import GroupConsumer
 
         app = app_module.app
@@ -106,6 +107,8 @@ def run(records: int, size: int, profile: str | None) -> None:
             work = batches(topic, records, size)
             gc._ingest(work[0])  # warm up: connections, prepared statements
             gc._finish_sent()
+            # The collector as the service sets it (KafkaApp.run; $ONCEFLOW_GC_THRESHOLD).
+            tune_for_service()
             backends0 = measure.backend_cpu(name)
             cpu0, wall0 = time.process_time(), time.perf_counter()
             profiler = cProfile.Profile() if profile else None
