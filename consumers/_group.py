@@ -25,33 +25,26 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from engine import (
-    Claimed,
     DatabaseUnavailableError,
     Disposition,
     Engine,
     Lookup,
     NewWorkflow,
-    OnceflowError,
     PendingRecord,
     Recorded,
     Source,
-    Status,
-    WorkflowHandle,
 )
 
 from . import _faults
 from ._event import Envelope
 from ._inline_policy import COOL_OFF_AFTER_FALLBACK, BatchPolicy, InlineGovernor, inline_policy
+from ._lanes import GroupStats, Item, Lanes
 from ._records import envelope, new_workflow
-from ._scheduler import TP, Entry, Scheduler
+from ._scheduler import TP
 from ._subscription import Subscription
 from ._topics import describe_topics, patiently
 
 log = logging.getLogger("onceflow.consumer")
-
-# A queued workflow to run: (claimed, fresh), or None for one that another
-# live executor holds; it keeps its lane blocked until that one ends.
-Item = tuple[Claimed, bool] | None
 
 
 @dataclass
@@ -64,17 +57,6 @@ class _Sent:
     held: set[str]
     inline: BatchPolicy | None
     pending: PendingRecord | None  # None: Postgres was away at send time
-
-
-@dataclass
-class GroupStats:
-    consumed: int = 0
-    recorded: int = 0
-    duplicates: int = 0
-    bad_records: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    handed_over: int = 0
 
 
 class GroupConsumer:
@@ -94,28 +76,14 @@ class GroupConsumer:
         self.engine = engine
         self.group = group
         self.routes = {t: s for s in subscriptions for t in s.topics}
+        self.stats = GroupStats()
+        self.lanes = Lanes(engine, group, self.routes, self.stats)
+        self._lock = self.lanes.lock  # also guards the assignment state below
         self._governor = InlineGovernor()
         self.kafka_conf = kafka_conf
         self.batch_size = batch_size
         self.poll_timeout = poll_timeout
         self.revoke_timeout = revoke_timeout
-        self.stats = GroupStats()
-        self._scheds: dict[str, Scheduler[Item]] = {
-            t: Scheduler(s.ordering, max_in_flight=s.max_in_flight, max_buffered=s.max_buffered)
-            for s in subscriptions
-            for t in s.topics
-        }
-        # Schedulers are shared by topics of one subscription.
-        by_sub: dict[int, Scheduler[Item]] = {}
-        for t, s in self.routes.items():
-            self._scheds[t] = by_sub.setdefault(id(s), self._scheds[t])
-        self._lock = threading.RLock()
-        self._local = threading.local()
-        self._handles: dict[str, WorkflowHandle[Any]] = {}
-        self._foreign: set[str] = set()
-        # Workflows to hand back whose release failed (Postgres away): retried
-        # from the loop, or their live lease would keep everyone waiting.
-        self._unreleased: set[str] = set()
         self._topic_ids: dict[str, str] = {}
         self._assigned: set[TP] = set()
         self._handover: set[TP] = set()  # assigned, paused until earlier work is claimed
@@ -218,9 +186,9 @@ class GroupConsumer:
         self.stats.consumed += len(envelopes)
         self.stats.bad_records += sum(1 for item in items if item.failure is not None)
         _faults.reached("before_record")
-        held = self._held()
+        held = self.lanes.held()
         inline = inline_policy(
-            self.routes, self._scheds, self._lock, envelopes, self._governor, self._owns
+            self.routes, self.lanes.scheds, self._lock, envelopes, self._governor, self._owns
         )
         pending: PendingRecord | None = None
         try:
@@ -279,10 +247,10 @@ class GroupConsumer:
                     item = None
                 else:
                     continue
-                self._scheds[env.topic].add(tp, env.key, env.offset, rec.workflow_id, item)
-            self._unreleased.update(release)
-        self._retry_releases()
-        self._dispatch()
+                self.lanes.add(tp, env.key, env.offset, rec.workflow_id, item)
+        self.lanes.release_later(release)
+        self.lanes.retry_releases()
+        self.lanes.dispatch()
 
     def _workflow_for(self, env: Envelope) -> NewWorkflow:
         return new_workflow(self.group, self.routes[env.topic], self._topic_ids[env.topic], env)
@@ -291,17 +259,6 @@ class GroupConsumer:
         """Whether `tp` is assigned here with its hand-over done (call under _lock)."""
         return tp in self._assigned and tp not in self._handover
 
-    def _held(self) -> set[str]:
-        """Workflows in this consumer's lanes: queued, running or waited on.
-        Never claimed again while held (a claim would bump the epoch and fence
-        our own run). Runs outside the lanes (their partition was dropped) are
-        not held: the engine reports them busy, so a new lane waits for them."""
-        with self._lock:
-            held = set(self._foreign)
-            for sched in {id(s): s for s in self._scheds.values()}.values():
-                held.update(sched.workflow_ids())
-        return held
-
     def _record(
         self, items: list[NewWorkflow], held: set[str], envelopes: list[Envelope]
     ) -> list[Any]:
@@ -309,7 +266,12 @@ class GroupConsumer:
         while True:
             try:
                 inline = inline_policy(
-                    self.routes, self._scheds, self._lock, envelopes, self._governor, self._owns
+                    self.routes,
+                    self.lanes.scheds,
+                    self._lock,
+                    envelopes,
+                    self._governor,
+                    self._owns,
                 )
                 recorded = self.engine.record(items, holding=held, inline=inline)
                 self._after_inline(inline, recorded)
@@ -350,75 +312,14 @@ class GroupConsumer:
             except KafkaException as exc:  # partition revoked meanwhile: redelivery dedups
                 log.info("group %s: offsets not stored (%s)", self.group, exc)
 
-    # -- running --------------------------------------------------------------
-
-    def _dispatch(self) -> None:
-        """Start every workflow the schedulers allow. Safe from any thread;
-        re-entrant calls (a run that ended at once) leave the work to the
-        outer loop."""
-        if getattr(self._local, "busy", False):
-            return
-        self._local.busy = True
-        try:
-            while True:
-                with self._lock:
-                    ready: list[Entry[Item]] = []
-                    for sched in {id(s): s for s in self._scheds.values()}.values():
-                        ready.extend(sched.take_ready())
-                    for entry in ready:
-                        if entry.item is None:
-                            self._foreign.add(entry.workflow_id)
-                if not ready:
-                    return
-                for entry in ready:
-                    if entry.item is not None:
-                        self._start(entry, *entry.item)
-        finally:
-            self._local.busy = False
-
-    def _start(self, entry: Entry[Item], claimed: Claimed, fresh: bool) -> None:
-        handle = self.engine.run(claimed, fresh=fresh)
-        with self._lock:
-            self._handles[entry.workflow_id] = handle
-
-        def finished(_: WorkflowHandle[Any], status: Status | None) -> None:
-            self._finished(entry, status)
-
-        handle.add_done_callback(finished)
-
-    def _finished(self, entry: Entry[Item], status: Status | None) -> None:
-        """A run here ended. If it was fenced off (status None: a zombie's work
-        taken over, or handed back on revoke) the workflow is still PENDING,
-        so it stays at the head of its lane as a placeholder until whoever
-        holds it now ends it, or it can be claimed (_check_foreign): letting
-        the lane move on would run the key's next record before it."""
-        wid = entry.workflow_id
-        with self._lock:
-            self._handles.pop(wid, None)
-            if status is None and self._scheds[entry.tp[0]].holds(wid):
-                self._foreign.add(wid)
-                return
-            if status is Status.SUCCESS:
-                self.stats.succeeded += 1
-            elif status is not None:
-                self.stats.failed += 1
-        self._settled(entry.tp, wid)
-
-    def _settled(self, tp: TP, workflow_id: str) -> None:
-        """The workflow is final: the next of its lane may run."""
-        with self._lock:
-            self._foreign.discard(workflow_id)
-            self._scheds[tp[0]].done(workflow_id)
-        self._dispatch()
-
     # -- periodic work: backpressure, hand-over, waiting on others ------------
 
     def _tick(self) -> None:
         consumer = self._consumer
         assert consumer is not None
         with self._lock:
-            full = {tp for tp in self._assigned - self._full if self._scheds[tp[0]].is_full(tp)}
-            roomy = {tp for tp in self._full if self._scheds[tp[0]].has_room(tp)}
+            full = {tp for tp in self._assigned - self._full if self.lanes.is_full(tp)}
+            roomy = {tp for tp in self._full if self.lanes.has_room(tp)}
         if full:
             consumer.pause([TopicPartition(t, p) for t, p in full])
             self._full |= full
@@ -432,26 +333,25 @@ class GroupConsumer:
             self._finish_sent()  # the checks below read Postgres and the lanes
             self._next_check = now + 0.5
             self._check_handover(consumer)
-            self._check_foreign()
-            self._retry_releases()
+            self.lanes.check_foreign()
+            self.lanes.retry_releases()
 
     def _check_handover(self, consumer: Consumer) -> None:
         """Put the earlier PENDING workflows of newly assigned partitions ahead
         of everything in their lanes, in offset order: the ones claimed now run,
         the ones another executor still holds (or holds locked, frozen mid-
         commit) wait as placeholders until they end or can be claimed
-        (_check_foreign). Only then is the partition resumed, so per-key order
+        (Lanes.check_foreign). Only then is the partition resumed, so per-key order
         survives the hand-over (DESIGN.md §5)."""
         for tp in sorted(self._handover):
-            with self._lock:
-                # Lanes kept through a lost assignment (_on_lost) may still
-                # queue work that was taken over, finished or handed back
-                # meanwhile: drop it from the lanes, so that the database says
-                # afresh, below, which of it is still to run and by whom.
-                self._scheds[tp[0]].take_queued(tp)
+            # Lanes kept through a lost assignment (_on_lost) may still
+            # queue work that was taken over, finished or handed back
+            # meanwhile: drop it from the lanes, so that the database says
+            # afresh, below, which of it is still to run and by whom.
+            self.lanes.take_queued(tp)
             try:
                 claimed, waiting = self.engine.claim_source(
-                    Source(self.group, tp[0], tp[1], 0), holding=self._held()
+                    Source(self.group, tp[0], tp[1], 0), holding=self.lanes.held()
                 )
             except DatabaseUnavailableError as exc:
                 log.warning("group %s: hand-over check failed: %s", self.group, exc)
@@ -465,10 +365,10 @@ class GroupConsumer:
                 entries.append((offset, wid, key, None))
             with self._lock:
                 if tp not in self._assigned:
-                    self._unreleased.update(c.workflow_id for c in claimed)
+                    self.lanes.release_later([c.workflow_id for c in claimed])
                     continue
                 for offset, wid, key, item in sorted(entries, key=lambda e: e[0]):
-                    self._scheds[tp[0]].add(tp, key, offset, wid, item)
+                    self.lanes.add(tp, key, offset, wid, item)
                 self.stats.handed_over += len(claimed)
                 self._handover.discard(tp)
                 if tp not in self._full:
@@ -481,39 +381,7 @@ class GroupConsumer:
                     tp[1],
                     len(waiting),
                 )
-        self._dispatch()
-
-    def _check_foreign(self) -> None:
-        with self._lock:
-            waiting = list(self._foreign)
-        if not waiting:
-            return
-        try:
-            found = self.engine.inspect(waiting)
-        except DatabaseUnavailableError:
-            return
-        for wid, rec in found.items():
-            if rec.claimed is not None:
-                with self._lock:
-                    self._foreign.discard(wid)
-                    entry = self._entry(wid)
-                if entry is not None:
-                    self._start(entry, rec.claimed, False)
-            elif rec.disposition is Disposition.FINISHED:
-                with self._lock:
-                    entry = self._entry(wid)
-                if entry is not None:
-                    self._settled(entry.tp, wid)
-                else:
-                    with self._lock:
-                        self._foreign.discard(wid)
-
-    def _entry(self, wid: str) -> Entry[Item] | None:
-        for sched in self._scheds.values():
-            entry = sched.entry(wid)
-            if entry is not None:
-                return entry
-        return None
+        self.lanes.dispatch()
 
     # -- rebalance ------------------------------------------------------------
 
@@ -553,7 +421,7 @@ class GroupConsumer:
         them (_check_handover). Handing them back would stall them for the
         outage. If this process was frozen past its lease, another executor
         may have taken them over: our runs are then fenced off, and each stays
-        at the head of its lane until it is final (_finished)."""
+        at the head of its lane until it is final (Lanes._finished)."""
         self._finish_sent()
         tps = {(p.topic, p.partition) for p in partitions}
         with self._lock:
@@ -596,72 +464,28 @@ class GroupConsumer:
         """Stop taking work for these partitions: hand back what never started,
         give running workflows `wait` seconds, then hand those back too (their
         new owner resumes them from their last checkpoint)."""
-        waiting: list[str] = []
-        running: dict[str, WorkflowHandle[Any]] = {}
         with self._lock:
-            for tp in tps:
-                queued, started = self._scheds[tp[0]].drop_partition(tp)
-                waiting += [e.workflow_id for e in queued if e.item is not None]
-                for e in queued + started:
-                    self._foreign.discard(e.workflow_id)
-                for e in started:
-                    if e.workflow_id in self._handles:
-                        running[e.workflow_id] = self._handles[e.workflow_id]
+            waiting, running = self.lanes.drop(tps)
             self._assigned -= tps
             self._handover -= tps
             self._full -= tps
-        unfinished: list[str] = []
-        deadline = time.monotonic() + wait
-        for wid, handle in running.items():
-            run = handle._local()
-            if run is None:
-                continue
-            try:
-                run.result(max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                unfinished.append(wid)
-        with self._lock:
-            self._unreleased.update(waiting + unfinished)
-        self._retry_releases()
-
-    def _retry_releases(self) -> None:
-        """Hand back what `_let_go` gave up. A release that fails (Postgres
-        away, a deadlock with the checkpoint writers) is kept and retried: a
-        live executor that neither runs nor releases its workflows would hold
-        them forever. Runs on the consumer thread, like every claim, so a
-        workflow claimed here again meanwhile is never released under itself."""
-        with self._lock:
-            todo = sorted(self._unreleased - self._held())
-            self._unreleased.clear()
-        if not todo:
-            return
-        try:
-            self.engine.release(todo)
-        except OnceflowError as exc:
-            log.warning(
-                "group %s: handing %d workflows back failed, will retry: %s",
-                self.group,
-                len(todo),
-                exc,
-            )
-            with self._lock:
-                self._unreleased.update(todo)
+        self.lanes.hand_back(waiting, running, wait=wait)
 
     def _close(self, consumer: Consumer) -> None:
         with self._lock:
             tps = set(self._assigned)
         self._let_go(tps, wait=self.revoke_timeout)
         for attempt in range(1, 6):
-            if not self._unreleased:
+            if not self.lanes.unreleased():
                 break
             time.sleep(0.1 * attempt)
-            self._retry_releases()
-        if self._unreleased:
+            self.lanes.retry_releases()
+        if self.lanes.unreleased():
             log.error(
                 "group %s: could not hand %d workflows back; they wait for this"
                 " executor's lease to run out",
                 self.group,
-                len(self._unreleased),
+                self.lanes.unreleased(),
             )
         with contextlib.suppress(KafkaException):
             consumer.commit(asynchronous=False)
@@ -671,14 +495,10 @@ class GroupConsumer:
     # -- progress -------------------------------------------------------------
 
     def in_flight(self) -> int:
-        with self._lock:
-            return len(self._handles)
+        return self.lanes.in_flight()
 
     def buffered(self) -> int:
-        with self._lock:
-            return sum(
-                s.total_buffered() for s in {id(s): s for s in self._scheds.values()}.values()
-            )
+        return self.lanes.buffered()
 
 
 def _names(tps: set[TP]) -> str:
