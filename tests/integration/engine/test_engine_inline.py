@@ -42,6 +42,20 @@ def _batch(count: int) -> list[NewWorkflow]:
     ]
 
 
+def _fell_back_then_ran(
+    eng: engine.Engine, recorded: list[engine.Recorded], effects_url: str
+) -> None:
+    """The inline attempt rolled back (no effect), and the batch was recorded
+    the ordinary way: wf-0 inserted PENDING, wf-1 found without an owner and
+    claimed. Running both gives each effect once."""
+    assert [r.disposition for r in recorded] == [Disposition.NEW, Disposition.CLAIMED]
+    assert engine_flows.effects(effects_url) == []
+    for r in recorded:
+        assert r.claimed is not None
+        eng.run(r.claimed, fresh=r.fresh).result(timeout=30)
+    assert sorted(k for _, k, _ in engine_flows.effects(effects_url)) == ["0", "1"]
+
+
 def _rows(url: str) -> dict[str, tuple[Any, ...]]:
     rows = engine_flows.query(
         url, "SELECT workflow_id, status, output, epoch FROM onceflow.workflows"
@@ -131,14 +145,7 @@ def test_a_workflow_recorded_meanwhile_elsewhere_rolls_the_inline_batch_back(
 
     recorded = eng.record(batch, inline=lambda item, fresh: fresh)
 
-    # Rolled back, then recorded the ordinary way: wf-0 inserted PENDING now,
-    # wf-1 found existing without an owner and claimed.
-    assert [r.disposition for r in recorded] == [Disposition.NEW, Disposition.CLAIMED]
-    assert engine_flows.effects(effects_url) == []
-    for r in recorded:
-        assert r.claimed is not None
-        eng.run(r.claimed, fresh=r.fresh).result(timeout=30)
-    assert sorted(k for _, k, _ in engine_flows.effects(effects_url)) == ["0", "1"]
+    _fell_back_then_ran(eng, recorded, effects_url)
     assert {wid: row[0] for wid, row in _rows(effects_url).items()} == {
         "wf-0": "SUCCESS",
         "wf-1": "SUCCESS",
@@ -217,12 +224,7 @@ def test_a_row_recorded_elsewhere_after_the_send_fails_the_commit_not_the_guaran
     pending = eng.send_record(batch, inline=lambda item, fresh: fresh)
     recorded = pending.result()
 
-    assert [r.disposition for r in recorded] == [Disposition.NEW, Disposition.CLAIMED]
-    assert engine_flows.effects(effects_url) == []
-    for r in recorded:
-        assert r.claimed is not None
-        eng.run(r.claimed, fresh=r.fresh).result(timeout=30)
-    assert sorted(k for _, k, _ in engine_flows.effects(effects_url)) == ["0", "1"]
+    _fell_back_then_ran(eng, recorded, effects_url)
 
 
 def test_send_record_returns_while_postgres_still_works_on_the_batch(
@@ -317,9 +319,4 @@ def test_a_row_recorded_after_the_lookup_fails_the_commit_not_the_guarantee(
         )
     recorded = eng.send_record(_batch(2), inline=lambda i, f: f, lookup=lookup).result()
 
-    assert [r.disposition for r in recorded] == [Disposition.NEW, Disposition.CLAIMED]
-    assert engine_flows.effects(effects_url) == []
-    for r in recorded:
-        assert r.claimed is not None
-        eng.run(r.claimed, fresh=r.fresh).result(timeout=30)
-    assert sorted(k for _, k, _ in engine_flows.effects(effects_url)) == ["0", "1"]
+    _fell_back_then_ran(eng, recorded, effects_url)
