@@ -37,7 +37,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python bench/throughput.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import backlog, dbos_run, infra, latency, report
+from bench import backlog, dbos_run, infra, latency, measure, report
 from bench.infra import ROOT, Services, say
 from bench.runs import OnceflowOptions, RunResult, Topic, run_onceflow, run_plain
 
@@ -66,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     extra_env = dict(kv.split("=", 1) for kv in args.env)
     svc = infra.services()
     report.header(svc, args, extra_env)
+    _check_quiet()
     try:
         if args.backlog:
             result = backlog.run_backlog(
@@ -130,6 +131,21 @@ def _parser() -> argparse.ArgumentParser:
         help="print Onceflow's top SQL statements (the server needs pg_stat_statements)",
     )
     return p
+
+
+# Busy share of the idle machine above which the figures are flagged.
+QUIET = 0.10
+
+
+def _check_quiet() -> None:
+    """Say how busy the machine is before any run: other load (a broker left
+    running by a test suite, say) takes CPU from every system measured."""
+    busy, top = measure.background_load()
+    say(f"machine    {busy:.0%} busy before the runs")
+    if busy > QUIET:
+        say("WARNING    other load will slow every system; the ratios hold better than rates")
+        for what, share in top:
+            say(f"           {share:5.0%} of a core: {what}")
 
 
 def _topic(svc: Services, partitions: int, records: int, label: str) -> Topic:
