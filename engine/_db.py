@@ -7,6 +7,7 @@ becomes an Onceflow error with advice in exactly one place.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -33,8 +34,20 @@ T = TypeVar("T")
 Row = dict[str, Any]
 Connection = psycopg.Connection[Row]
 
-# Failures worth retrying: the server went away or is restarting.
+# Failures worth retrying: the server went away or is restarting (or another
+# executor ended this one's connection: Engine._end_dead_transactions).
 RETRYABLE = (psycopg.OperationalError, pg_errors.AdminShutdown, PoolTimeout)
+
+
+def session_tag(executor_id: str) -> str:
+    """The application_name of an executor's writing connections, so that
+    other executors can find the transactions it left open once it is dead
+    (queries.sql: end_dead_transactions computes the same). Postgres keeps 63
+    bytes of it: a longer ID is shortened to a digest."""
+    tag = f"onceflow {executor_id}"
+    if len(tag.encode()) <= 63:
+        return tag
+    return f"onceflow {hashlib.md5(executor_id.encode()).hexdigest()[:20]}"
 
 
 def _configure(conn: Connection) -> None:
@@ -92,9 +105,12 @@ def check_url(url: str) -> None:
 class Database:
     """A pool for short queries, plus dedicated connections for long-lived roles."""
 
-    def __init__(self, url: str, *, pool_size: int, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int, connect_timeout: float = 10.0, tag: str | None = None
+    ) -> None:
         check_url(url)
         self.url = url
+        self._tag = tag
         self._connect_timeout = connect_timeout
         self._pool_size = pool_size
         self._pool = self._new_pool()
@@ -122,14 +138,25 @@ class Database:
         self._pool.close()
         self._pool = self._new_pool()
 
-    def connect(self, *, autocommit: bool = True, dict_rows: bool = True) -> Connection:
-        """A connection outside the pool (writers, heartbeats, migrations)."""
+    def connect(
+        self, *, autocommit: bool = True, dict_rows: bool = True, tagged: bool = False
+    ) -> Connection:
+        """A connection outside the pool (writers, recording, migrations).
+
+        `tagged`: named after this executor (its application_name is the
+        `tag`), for connections whose transactions lock workflow rows. If the
+        executor freezes or its host dies with such a transaction open, the
+        rows stay locked and claims skip them, until it wakes or TCP gives up
+        on it (hours); with the tag, other executors end that transaction once
+        its lease has run out (Engine._end_dead_transactions).
+        """
         try:
             conn: Connection = psycopg.connect(
                 self.url,
                 row_factory=dict_row if dict_rows else tuple_row,  # type: ignore[arg-type]
                 autocommit=autocommit,
                 connect_timeout=max(1, int(self._connect_timeout)),
+                application_name=self._tag if tagged else None,  # None: the URL's, if any
             )
         except (psycopg.Error, OSError) as exc:
             raise translate(exc, self.url) from exc

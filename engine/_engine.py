@@ -22,7 +22,7 @@ import psycopg
 
 from . import _migrate
 from ._config import build_settings
-from ._db import Database, Row
+from ._db import Database, Row, session_tag
 from ._errors import (
     OnceflowError,
     SerializationError,
@@ -100,7 +100,11 @@ class Engine:
         self.executor_id = self.settings.executor_id
         self._migrate = migrate
         self._q = Queries(self.settings.schema_name)
-        self._db = Database(self.settings.url(), pool_size=min(32, self.settings.workers + 4))
+        self._db = Database(
+            self.settings.url(),
+            pool_size=min(32, self.settings.workers + 4),
+            tag=session_tag(self.executor_id),
+        )
         self._registry = Registry()
         # Several writers, each workflow always on the same one: its writes
         # stay in order, while one writer's commit overlaps another's batch.
@@ -119,6 +123,7 @@ class Engine:
         self._heartbeat_thread: threading.Thread | None = None
         self._launched = False
         self._closed = False
+        self._warned_end = False
 
     # -- registration ---------------------------------------------------------
 
@@ -283,6 +288,7 @@ class Engine:
                 self._beat()
                 if time.monotonic() - last_recovery >= recover_every:
                     last_recovery = time.monotonic()
+                    self._end_dead_transactions()
                     self.recover()
             except OnceflowError as exc:
                 log.warning("heartbeat failed: %s", exc)
@@ -290,6 +296,34 @@ class Engine:
                 # Never let a bug end the heartbeat: this executor would look
                 # dead and its work would be taken while it still runs it.
                 log.exception("heartbeat or recovery failed")
+
+    def _end_dead_transactions(self) -> None:
+        """End the transactions that executors past their lease left open on
+        their tagged connections (Database.connect): their row locks would keep
+        the workflows they hold from being claimed (claims skip locked rows).
+        A zombie that wakes finds its connection gone and is refused."""
+        try:
+            ended = self._db.fetch_all(
+                self._q["end_dead_transactions"], {"lease": self.settings.lease}
+            )
+        except OnceflowError as exc:
+            if not self._warned_end:
+                self._warned_end = True
+                log.warning(
+                    "cannot end the open transactions of dead executors (%s); their "
+                    "workflows wait until those end by themselves. The database role "
+                    "needs to be the same for every executor, or granted pg_signal_backend",
+                    exc,
+                )
+            return
+        for row in ended:
+            if row["ended"]:
+                log.warning(
+                    "ended a transaction that executor %s left open (silent for %.1fs; lease %ss)",
+                    row["owner"],
+                    row["silent"],
+                    self.settings.lease,
+                )
 
     def recover(self) -> int:
         """Claim and run PENDING workflows whose executor is gone, or that were

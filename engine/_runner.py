@@ -174,8 +174,7 @@ class Runner:
             value = wf.fn(*claimed.args, **claimed.kwargs)
             output = dumps(value, what="the result of workflow", name=claimed.name)
         except WorkflowFencedError:
-            log.info("workflow %s was taken over by another executor", claimed.workflow_id)
-            return Outcome(claimed.workflow_id, None)
+            return _fenced(claimed.workflow_id, "a checkpoint")
         except Exception as exc:
             return self._finish(ctx, Status.ERROR, None, error_record(exc))
         finally:
@@ -199,7 +198,14 @@ class Runner:
         if st.status.is_final and st.epoch == ctx.epoch:
             out = None if st.output is None else dumps(st.output)
             return Outcome(ctx.workflow_id, st.status, out, st.error)
-        return Outcome(ctx.workflow_id, None)
+        # A run that lost the workflow after its last step (frozen while its
+        # completion was queued, say) is as fenced as one stopped mid-way.
+        return _fenced(ctx.workflow_id, "its completion")
+
+
+def _fenced(workflow_id: str, refused: str) -> Outcome:
+    log.info("workflow %s was taken over by another executor: %s was refused", workflow_id, refused)
+    return Outcome(workflow_id, None)
 
 
 # -- steps, called from inside user workflow code ------------------------------

@@ -171,7 +171,7 @@ class SourceIntake:
         key = (threading.get_ident(), role)
         conn = self._inline_conns.get(key)
         if conn is None or conn.closed:
-            conn = self._db.connect(dict_rows=False)
+            conn = self._db.connect(dict_rows=False, tagged=True)
             self._inline_conns[key] = conn
         return conn
 

@@ -257,7 +257,7 @@ class CheckpointWriter:
         if self._conn is None or self._conn.closed:
             # Plain tuple rows: this connection is also the one users' transaction
             # steps receive, and they expect psycopg's defaults.
-            self._conn = self._db.connect(autocommit=True, dict_rows=False)
+            self._conn = self._db.connect(autocommit=True, dict_rows=False, tagged=True)
         return self._conn
 
     def _write(self, batch: list[_Job]) -> list[Any]:

@@ -129,6 +129,28 @@ WHERE w.status = 'PENDING'
   AND w.source_partition = %(partition)s
 ORDER BY w.source_offset;
 
+-- name: end_dead_transactions
+-- The transactions executors past their lease left open on their tagged
+-- connections (Database.connect; the tag is _db.session_tag's): ended, so
+-- that the rows they lock (workflows they were checkpointing or recording)
+-- can be claimed. Only those waiting for their client: idle in a transaction,
+-- or, in pipeline mode (no Sync sent yet), active and reading from the client.
+WITH dead AS (
+    SELECT e.executor_id,
+           extract(epoch FROM now() - e.heartbeat_at)::float8 AS silent,
+           CASE WHEN octet_length('onceflow ' || e.executor_id) <= 63
+                THEN 'onceflow ' || e.executor_id
+                ELSE 'onceflow ' || left(md5(e.executor_id), 20) END AS tag
+    FROM {schema}.executors e
+    WHERE e.heartbeat_at <= now() - make_interval(secs => %(lease)s)
+)
+SELECT d.executor_id AS owner, d.silent, pg_terminate_backend(a.pid) AS ended
+FROM dead d
+JOIN pg_stat_activity a ON a.application_name = d.tag
+WHERE a.datname = current_database()
+  AND (a.state IN ('idle in transaction', 'idle in transaction (aborted)')
+       OR (a.state = 'active' AND a.wait_event = 'ClientRead'));
+
 -- name: release_workflows
 -- Hand PENDING workflows back (graceful stop, partition revoked): any
 -- executor may claim them at once. The epoch bump fences a run still going.

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 import engine
 
@@ -72,6 +73,7 @@ class Flows:
     hang_then_record: engine.Workflow[[str], dict[str, Any]]
     counted: engine.Workflow[[str], str]
     two_effects: engine.Workflow[[float], list[str]]
+    locked_effect: engine.Workflow[[str], str]
 
 
 def register(eng: engine.Engine) -> Flows:
@@ -94,6 +96,7 @@ def register(eng: engine.Engine) -> Flows:
     @eng.step(name="three")
     def three(directory: str) -> str:
         run_line(directory, "three")
+        maybe_hang("three", Path(directory))
         return uuid.uuid4().hex
 
     @eng.workflow(name="three_steps")
@@ -143,7 +146,30 @@ def register(eng: engine.Engine) -> Flows:
         second = effect()
         return [first, second]
 
-    return Flows(three_steps, hang_then_record, counted, two_effects)
+    @eng.transaction(name="effect_holding_row")
+    def effect_holding_row(conn: psycopg.Connection[Any], directory: str) -> str:
+        # Locks the workflow's own row the way the writer's checkpoints do
+        # (FOR KEY SHARE, a foreign key's lock), then may hang: a transaction
+        # left open by a frozen executor, holding what a claim must lock.
+        conn.execute(
+            sql.SQL("SELECT 1 FROM {}.workflows WHERE workflow_id = %s FOR KEY SHARE").format(
+                sql.Identifier(eng.settings.schema_name)
+            ),
+            (engine.current_workflow_id(),),
+        )
+        maybe_hang("effect_holding_row", Path(directory))
+        key = engine.step_idempotency_key()
+        conn.execute(
+            "INSERT INTO public.effects (workflow_id, key, executor) VALUES (%s, %s, %s)",
+            (engine.current_workflow_id(), key, eng.executor_id),
+        )
+        return key
+
+    @eng.workflow(name="locked_effect")
+    def locked_effect(directory: str) -> str:
+        return effect_holding_row(directory)
+
+    return Flows(three_steps, hang_then_record, counted, two_effects, locked_effect)
 
 
 def query(database_url: str, sql: str, *params: object) -> list[tuple[Any, ...]]:

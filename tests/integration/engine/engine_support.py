@@ -37,6 +37,7 @@ class Executors:
     def __init__(self, database_url: str) -> None:
         self.database_url = database_url
         self.procs: list[subprocess.Popen[str]] = []
+        self.logs: dict[int, str] = {}  # pid -> what a finished executor logged
 
     def start(self, *args: str, hang: str | None = None) -> subprocess.Popen[str]:
         env = {k: v for k, v in os.environ.items() if k != engine_flows.HANG_ENV}
@@ -55,6 +56,7 @@ class Executors:
     def finish(self, proc: subprocess.Popen[str], timeout: float = 60) -> Any:
         """Wait for a clean exit; return the JSON it printed."""
         out, err = proc.communicate(timeout=timeout)
+        self.logs[proc.pid] = err
         assert proc.returncode == 0, f"executor exited {proc.returncode}:\n{err}"
         return json.loads(out.strip().splitlines()[-1])
 

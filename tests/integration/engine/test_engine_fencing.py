@@ -1,7 +1,7 @@
 """Fencing: an executor that lost a workflow can no longer change it.
 
 The zombie is a real executor process frozen with SIGSTOP in the middle of a
-step, past its lease, while a live executor claims the workflow and
+step (a middle one or the last), past its lease, while a live executor claims the workflow and
 completes it; then it is thawed (DESIGN.md §1.6).
 """
 
@@ -71,3 +71,78 @@ def test_zombie_cannot_checkpoint_or_complete_after_takeover(
         ("touch", None),
         ("effect", "wf:3"),
     ]
+
+
+def test_zombie_frozen_in_its_last_step_is_fenced_at_its_completion(
+    executors: Executors, engine_factory: Any, tmp_path: Path
+) -> None:
+    # Nothing after step three checks the epoch but the completion itself: it
+    # is refused, and the zombie says so like a run stopped mid-way.
+    claimer = engine_factory()
+    engine_flows.register(claimer)
+    claimer.launch()
+    report = tmp_path / "report"
+    proc = executors.start(
+        "--workflow", "three_steps", "--id", "wf", "--arg", f'"{tmp_path}"',
+        "--report", str(report),
+        hang="three",
+    )  # fmt: skip
+    wait_until(lambda: (tmp_path / "ready").exists(), timeout=30, what="step 'three' to start")
+
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        output = claimer.handle("wf").result(timeout=20)
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    (tmp_path / "go").touch()
+    assert executors.finish(proc) == {"wf": {"output": output}}
+
+    assert engine_flows.read_lines(report) == ["wf None"]
+    assert (
+        "wf was taken over by another executor: its completion was refused"
+        in (executors.logs[proc.pid])
+    )
+    status = claimer.get_workflow("wf")
+    assert (status.status, status.owner, status.epoch) == (
+        engine.Status.SUCCESS,
+        claimer.executor_id,
+        2,
+    )
+    assert [s.output for s in claimer.get_steps("wf")] == output
+
+
+def test_a_transaction_a_zombie_left_open_does_not_keep_its_workflow(
+    executors: Executors, engine_factory: Any, effects_url: str, tmp_path: Path
+) -> None:
+    # The zombie freezes inside a transaction that locks its workflow's row;
+    # claims skip locked rows, so without ending that transaction the claimer
+    # could not take the workflow until the zombie woke.
+    claimer = engine_factory()
+    engine_flows.register(claimer)
+    claimer.launch()
+    zombie_id = f"zombie-{uuid.uuid4().hex[:8]}"
+    proc = executors.start(
+        "--workflow", "locked_effect", "--id", "wf", "--arg", f'"{tmp_path}"',
+        "--executor-id", zombie_id,
+        hang="effect_holding_row",
+    )  # fmt: skip
+    wait_until(lambda: (tmp_path / "ready").exists(), timeout=30, what="the transaction to start")
+
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        key = claimer.handle("wf").result(timeout=20)
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    (tmp_path / "go").touch()
+    assert executors.finish(proc) == {"wf": {"output": key}}
+
+    # The zombie's effect rolled back with its transaction; its writer came
+    # back on a new connection and was refused.
+    assert engine_flows.effects(effects_url) == [("wf", key, claimer.executor_id)]
+    assert "wf was taken over by another executor" in executors.logs[proc.pid]
+    status = claimer.get_workflow("wf")
+    assert (status.status, status.owner, status.epoch) == (
+        engine.Status.SUCCESS,
+        claimer.executor_id,
+        2,
+    )

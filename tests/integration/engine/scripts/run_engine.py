@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ def main() -> int:
     parser.add_argument("--wait-for", type=Path, help="begin once this file exists")
     parser.add_argument("--report", type=Path, help="append 'ID STATUS' when a local run ends")
     ns = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     if ns.migrate:
         wait_for(ns.wait_for)
