@@ -210,6 +210,11 @@ class Engine:
             else:
                 _migrate.check_migrated(self._db, self.settings.schema_name)
             self._beat()
+            ended = self._db.fetch_all(
+                self._q["end_own_transactions"], {"tag": session_tag(self.executor_id)}
+            )
+            if any(r["ended"] for r in ended):
+                log.warning("ended transactions an earlier run under this executor ID left open")
             # Hand back what an earlier run under this executor ID left PENDING
             # (fencing that run, were it still alive): recovery below and the
             # heartbeat loop claim it as room allows. Claiming it as our own

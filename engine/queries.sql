@@ -151,6 +151,17 @@ WHERE a.datname = current_database()
   AND (a.state IN ('idle in transaction', 'idle in transaction (aborted)')
        OR (a.state = 'active' AND a.wait_event = 'ClientRead'));
 
+-- name: end_own_transactions
+-- At launch, before handing back what an earlier run under this executor ID
+-- left: that run's sessions still waiting on their client (frozen, or its
+-- host gone) would keep the rows locked, and the hand-back would wait on them.
+SELECT pg_terminate_backend(a.pid) AS ended
+FROM pg_stat_activity a
+WHERE a.datname = current_database()
+  AND a.application_name = %(tag)s
+  AND (a.state IN ('idle in transaction', 'idle in transaction (aborted)')
+       OR (a.state = 'active' AND a.wait_event = 'ClientRead'));
+
 -- name: release_workflows
 -- Hand PENDING workflows back (graceful stop, partition revoked): any
 -- executor may claim them at once. The epoch bump fences a run still going.

@@ -149,10 +149,10 @@ def register(eng: engine.Engine) -> Flows:
     @eng.transaction(name="effect_holding_row")
     def effect_holding_row(conn: psycopg.Connection[Any], directory: str) -> str:
         # Locks the workflow's own row the way the writer's checkpoints do
-        # (FOR KEY SHARE, a foreign key's lock), then may hang: a transaction
-        # left open by a frozen executor, holding what a claim must lock.
+        # (FOR SHARE), then may hang: a transaction left open by a frozen
+        # executor, holding what a claim or a release must lock.
         conn.execute(
-            sql.SQL("SELECT 1 FROM {}.workflows WHERE workflow_id = %s FOR KEY SHARE").format(
+            sql.SQL("SELECT 1 FROM {}.workflows WHERE workflow_id = %s FOR SHARE").format(
                 sql.Identifier(eng.settings.schema_name)
             ),
             (engine.current_workflow_id(),),

@@ -8,6 +8,7 @@ completes it; then it is thawed (DESIGN.md §1.6).
 from __future__ import annotations
 
 import signal
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -146,3 +147,27 @@ def test_a_transaction_a_zombie_left_open_does_not_keep_its_workflow(
         claimer.executor_id,
         2,
     )
+
+
+def test_a_restart_under_the_same_id_ends_what_its_frozen_run_left_open(
+    executors: Executors, engine_factory: Any, effects_url: str, tmp_path: Path
+) -> None:
+    # The earlier run never wakes (its host is gone, say) and its open
+    # transaction locks the row the restart must hand back at launch.
+    executor_id = f"stable-{uuid.uuid4().hex[:8]}"
+    proc = executors.start(
+        "--workflow", "locked_effect", "--id", "wf", "--arg", f'"{tmp_path}"',
+        "--executor-id", executor_id,
+        hang="effect_holding_row",
+    )  # fmt: skip
+    wait_until(lambda: (tmp_path / "ready").exists(), timeout=30, what="the transaction to start")
+    proc.send_signal(signal.SIGSTOP)
+
+    restarted = engine_factory(executor_id=executor_id)
+    engine_flows.register(restarted)
+    launch = threading.Thread(target=restarted.launch, daemon=True)
+    launch.start()
+    launch.join(timeout=20)
+    assert not launch.is_alive(), "launch waited on the frozen run's locks"
+    key = restarted.handle("wf").result(timeout=20)
+    assert engine_flows.effects(effects_url) == [("wf", key, executor_id)]
