@@ -112,14 +112,17 @@ def register(eng: engine.Engine) -> Flows:
     def touch(directory: str) -> None:
         run_line(directory, "touch")
 
-    @eng.transaction(name="effect")
-    def effect(conn: psycopg.Connection[Any]) -> str:
+    def insert_effect(conn: psycopg.Connection[Any]) -> str:
         key = engine.step_idempotency_key()
         conn.execute(
             "INSERT INTO public.effects (workflow_id, key, executor) VALUES (%s, %s, %s)",
             (engine.current_workflow_id(), key, eng.executor_id),
         )
         return key
+
+    @eng.transaction(name="effect")
+    def effect(conn: psycopg.Connection[Any]) -> str:
+        return insert_effect(conn)
 
     @eng.workflow(name="hang_then_record")
     def hang_then_record(directory: str) -> dict[str, Any]:
@@ -158,12 +161,7 @@ def register(eng: engine.Engine) -> Flows:
             (engine.current_workflow_id(),),
         )
         maybe_hang("effect_holding_row", Path(directory))
-        key = engine.step_idempotency_key()
-        conn.execute(
-            "INSERT INTO public.effects (workflow_id, key, executor) VALUES (%s, %s, %s)",
-            (engine.current_workflow_id(), key, eng.executor_id),
-        )
-        return key
+        return insert_effect(conn)
 
     @eng.workflow(name="locked_effect")
     def locked_effect(directory: str) -> str:

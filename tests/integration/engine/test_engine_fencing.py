@@ -8,6 +8,7 @@ completes it; then it is thawed (DESIGN.md §1.6).
 from __future__ import annotations
 
 import signal
+import subprocess
 import threading
 import uuid
 from pathlib import Path
@@ -17,6 +18,35 @@ import engine_flows
 from engine_support import Executors, wait_until
 
 import engine
+
+
+def start_frozen(
+    executors: Executors, tmp_path: Path, workflow: str, hang: str, *args: str
+) -> subprocess.Popen[str]:
+    """An executor running `workflow` (ID "wf"), frozen once it hangs in step `hang`."""
+    proc = executors.start(
+        "--workflow", workflow, "--id", "wf", "--arg", f'"{tmp_path}"', *args, hang=hang
+    )  # fmt: skip
+    wait_until(lambda: (tmp_path / "ready").exists(), timeout=30, what=f"step {hang!r} to start")
+    proc.send_signal(signal.SIGSTOP)
+    return proc
+
+
+def take_over(claimer: engine.Engine, proc: subprocess.Popen[str], tmp_path: Path) -> Any:
+    """Wait for `claimer` to finish "wf" while `proc` is frozen; then thaw it
+    and let its hanging step return."""
+    try:
+        return claimer.handle("wf").result(timeout=20)
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        (tmp_path / "go").touch()
+
+
+def launched(engine_factory: Any, **settings: Any) -> engine.Engine:
+    eng = engine_factory(**settings)
+    engine_flows.register(eng)
+    eng.launch()
+    return eng
 
 
 def test_zombie_cannot_checkpoint_or_complete_after_takeover(
@@ -79,23 +109,10 @@ def test_zombie_frozen_in_its_last_step_is_fenced_at_its_completion(
 ) -> None:
     # Nothing after step three checks the epoch but the completion itself: it
     # is refused, and the zombie says so like a run stopped mid-way.
-    claimer = engine_factory()
-    engine_flows.register(claimer)
-    claimer.launch()
+    claimer = launched(engine_factory)
     report = tmp_path / "report"
-    proc = executors.start(
-        "--workflow", "three_steps", "--id", "wf", "--arg", f'"{tmp_path}"',
-        "--report", str(report),
-        hang="three",
-    )  # fmt: skip
-    wait_until(lambda: (tmp_path / "ready").exists(), timeout=30, what="step 'three' to start")
-
-    proc.send_signal(signal.SIGSTOP)
-    try:
-        output = claimer.handle("wf").result(timeout=20)
-    finally:
-        proc.send_signal(signal.SIGCONT)
-    (tmp_path / "go").touch()
+    proc = start_frozen(executors, tmp_path, "three_steps", "three", "--report", str(report))
+    output = take_over(claimer, proc, tmp_path)
     assert executors.finish(proc) == {"wf": {"output": output}}
 
     assert engine_flows.read_lines(report) == ["wf None"]
@@ -118,23 +135,9 @@ def test_a_transaction_a_zombie_left_open_does_not_keep_its_workflow(
     # The zombie freezes inside a transaction that locks its workflow's row;
     # claims skip locked rows, so without ending that transaction the claimer
     # could not take the workflow until the zombie woke.
-    claimer = engine_factory()
-    engine_flows.register(claimer)
-    claimer.launch()
-    zombie_id = f"zombie-{uuid.uuid4().hex[:8]}"
-    proc = executors.start(
-        "--workflow", "locked_effect", "--id", "wf", "--arg", f'"{tmp_path}"',
-        "--executor-id", zombie_id,
-        hang="effect_holding_row",
-    )  # fmt: skip
-    wait_until(lambda: (tmp_path / "ready").exists(), timeout=30, what="the transaction to start")
-
-    proc.send_signal(signal.SIGSTOP)
-    try:
-        key = claimer.handle("wf").result(timeout=20)
-    finally:
-        proc.send_signal(signal.SIGCONT)
-    (tmp_path / "go").touch()
+    claimer = launched(engine_factory)
+    proc = start_frozen(executors, tmp_path, "locked_effect", "effect_holding_row")
+    key = take_over(claimer, proc, tmp_path)
     assert executors.finish(proc) == {"wf": {"output": key}}
 
     # The zombie's effect rolled back with its transaction; its writer came
@@ -155,13 +158,9 @@ def test_a_restart_under_the_same_id_ends_what_its_frozen_run_left_open(
     # The earlier run never wakes (its host is gone, say) and its open
     # transaction locks the row the restart must hand back at launch.
     executor_id = f"stable-{uuid.uuid4().hex[:8]}"
-    proc = executors.start(
-        "--workflow", "locked_effect", "--id", "wf", "--arg", f'"{tmp_path}"',
-        "--executor-id", executor_id,
-        hang="effect_holding_row",
-    )  # fmt: skip
-    wait_until(lambda: (tmp_path / "ready").exists(), timeout=30, what="the transaction to start")
-    proc.send_signal(signal.SIGSTOP)
+    start_frozen(
+        executors, tmp_path, "locked_effect", "effect_holding_row", "--executor-id", executor_id
+    )
 
     restarted = engine_factory(executor_id=executor_id)
     engine_flows.register(restarted)
