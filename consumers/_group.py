@@ -37,6 +37,7 @@ from engine import (
 
 from . import _faults
 from ._event import Envelope
+from ._fresh import FreshPartitions
 from ._inline_policy import COOL_OFF_AFTER_FALLBACK, BatchPolicy, InlineGovernor, inline_policy
 from ._lanes import GroupStats, Item, Lanes
 from ._records import envelope, new_workflow
@@ -80,6 +81,7 @@ class GroupConsumer:
         self.lanes = Lanes(engine, group, self.routes, self.stats)
         self._lock = self.lanes.lock  # also guards the assignment state below
         self._governor = InlineGovernor()
+        self._fresh = FreshPartitions()
         self.kafka_conf = kafka_conf
         self.batch_size = batch_size
         self.poll_timeout = poll_timeout
@@ -170,9 +172,12 @@ class GroupConsumer:
         """While the batch before commits, ask which of these workflows
         exist (on another connection), if they may run inline: the batch
         then finds the answer there instead of waiting for it."""
-        if self._sent is None or not any(self._governor.inline(s) for s in self.routes.values()):
+        if not any(self._governor.inline(s) for s in self.routes.values()):
             return None
-        return self.engine.send_lookup(items)
+        ask = self._fresh.to_ask(items)
+        if self._sent is None and ask:
+            return None  # nothing to overlap: the batch asks on its own connection
+        return self.engine.send_lookup(items, ask=ask)
 
     def _send(
         self, envelopes: list[Envelope], items: list[NewWorkflow], lookup: Lookup | None = None
@@ -224,6 +229,7 @@ class GroupConsumer:
     def _settle(self, envelopes: list[Envelope], recorded: list[Recorded]) -> None:
         # Only now, with the batch durable in Postgres, may Kafka move on.
         self._store_offsets(envelopes)
+        self._fresh.learn(envelopes, recorded, self._assigned)
         release: list[str] = []
         with self._lock:
             for env, rec in zip(envelopes, recorded, strict=True):
@@ -390,6 +396,7 @@ class GroupConsumer:
         # way: that batch is settled first, under the assignment it came from.
         self._finish_sent()
         tps = {(p.topic, p.partition) for p in partitions}
+        self._fresh.forget(tps)
         # The topic ID is the topic's incarnation, part of every workflow ID:
         # looked up afresh on every assignment (a topic may have been recreated).
         self._refresh_topic_ids(sorted({t for t, _ in tps}))
@@ -405,6 +412,7 @@ class GroupConsumer:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._finish_sent()
         tps = {(p.topic, p.partition) for p in partitions}
+        self._fresh.forget(tps)
         self._let_go(tps, wait=self.revoke_timeout)
         try:
             consumer.commit(asynchronous=False)
@@ -424,6 +432,7 @@ class GroupConsumer:
         at the head of its lane until it is final (Lanes._finished)."""
         self._finish_sent()
         tps = {(p.topic, p.partition) for p in partitions}
+        self._fresh.forget(tps)
         with self._lock:
             self._assigned -= tps
             self._handover -= tps
@@ -454,11 +463,12 @@ class GroupConsumer:
         a stale ID would take the new records for the old ones and skip them
         (DESIGN.md §9)."""
         rewound = {
-            env.topic
+            (env.topic, env.partition)
             for env in envelopes
             if env.offset < self.positions.get((env.topic, env.partition), -1)
         }
-        return bool(rewound) and self._refresh_topic_ids(sorted(rewound))
+        self._fresh.forget(rewound)
+        return bool(rewound) and self._refresh_topic_ids(sorted({t for t, _ in rewound}))
 
     def _let_go(self, tps: set[TP], *, wait: float) -> None:
         """Stop taking work for these partitions: hand back what never started,

@@ -484,15 +484,23 @@ class Engine:
         self._require_launched()
         return self._sources.send(batch, holding=holding, inline=inline, lookup=lookup)
 
-    def send_lookup(self, batch: Sequence[NewWorkflow]) -> Lookup:
+    def send_lookup(
+        self, batch: Sequence[NewWorkflow], *, ask: Sequence[NewWorkflow] | None = None
+    ) -> Lookup:
         """Ask, without waiting, which of `batch`'s workflows are recorded,
         on a connection of this thread's own (not the inline one): pass the
         answer to `send_record(batch, lookup=...)`, which then need not ask
         (and wait) itself. Meant to overlap the previous batch's COMMIT; one
         at a time per thread. Never raises: a lookup that could not be sent
-        is simply asked again by send_record."""
+        is simply asked again by send_record.
+
+        `ask`: only these of the batch (the caller knows the others are not
+        recorded; with none, nothing is sent). Should one be recorded after
+        all, the inline batch that ran it falls back to ordinary runs, which
+        find its row: never a second completion, though its plain steps may
+        have run once more (they are at-least-once)."""
         self._require_launched()
-        return self._sources.send_lookup(batch)
+        return self._sources.send_lookup(batch, ask)
 
     def inspect(
         self, workflow_ids: Sequence[str], *, holding: Container[str] = ()

@@ -36,20 +36,28 @@ def lookup_params(ids: list[str]) -> dict[str, str]:
 
 
 class Lookup:
-    """The question sent for one batch; `rows()` reads its answer, once."""
+    """The question sent for one batch; `rows()` reads its answer, once.
 
-    def __init__(self, batch: Sequence[NewWorkflow]) -> None:
+    `ask`: the workflows to ask about, if not all of the batch; the others
+    are taken as not recorded, with no question sent for them when it is
+    empty. Taking a recorded one for unrecorded costs a fall-back, never
+    correctness: its inline run's insert fails, as above."""
+
+    def __init__(
+        self, batch: Sequence[NewWorkflow], ask: Sequence[NewWorkflow] | None = None
+    ) -> None:
         self.ids = [item.workflow_id for item in batch]
+        self.asked = self.ids if ask is None else [item.workflow_id for item in ask]
         self._conn: psycopg.Connection[Any] | None = None
         self._pipeline = contextlib.ExitStack()
         self._cursor: psycopg.Cursor[Any] | None = None
-        self._found: Found | None = None
+        self._found: Found | None = None if self.asked else []
 
     def send(self, conn: psycopg.Connection[Any], query: Any) -> None:
         """Send the question on `conn` (in pipeline mode until answered)."""
         self._conn = conn
         self._pipeline.enter_context(conn.pipeline())
-        self._cursor = conn.execute(query, lookup_params(self.ids))
+        self._cursor = conn.execute(query, lookup_params(self.asked))
         # Postgres keeps a pipeline's answers until asked for them: ask now,
         # so that the answer comes as soon as it is ready.
         conn.pgconn.send_flush_request()

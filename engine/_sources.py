@@ -175,9 +175,13 @@ class SourceIntake:
             self._inline_conns[key] = conn
         return conn
 
-    def send_lookup(self, batch: Sequence[NewWorkflow]) -> Lookup:
+    def send_lookup(
+        self, batch: Sequence[NewWorkflow], ask: Sequence[NewWorkflow] | None = None
+    ) -> Lookup:
         """Engine.send_lookup: the contract is documented there."""
-        lookup = Lookup(batch)
+        lookup = Lookup(batch, ask)
+        if not lookup.asked:
+            return lookup  # answered: nothing to ask
         try:
             lookup.send(self._thread_connection("lookup"), self._q["existing_workflows"])
         except (psycopg.Error, OnceflowError) as exc:

@@ -320,3 +320,40 @@ def test_a_row_recorded_after_the_lookup_fails_the_commit_not_the_guarantee(
     recorded = eng.send_record(_batch(2), inline=lambda i, f: f, lookup=lookup).result()
 
     _fell_back_then_ran(eng, recorded, effects_url)
+
+
+def test_a_lookup_asks_only_what_it_is_told_to(engine_factory: Any, effects_url: str) -> None:
+    eng = engine_factory()
+    _register(eng)
+    eng.launch()
+    eng.record(_batch(2), inline=lambda item, fresh: fresh)
+
+    batch = _batch(4)
+    lookup = eng.send_lookup(batch, ask=batch[:1])
+    assert lookup.rows() == [("wf-0", True)]  # wf-1, recorded too, was not asked about
+    none_asked = eng.send_lookup(batch, ask=[])
+    assert none_asked.rows() == []  # answered at once, nothing sent
+
+
+def test_a_recorded_workflow_taken_for_unrecorded_costs_a_fall_back_not_the_guarantee(
+    engine_factory: Any, effects_url: str
+) -> None:
+    """The caller said not to ask about wf-1 (a consumer past the records of
+    a partition recorded before), but another executor recorded it: the
+    batch runs it, its finished row's insert fails, and the ordinary way
+    finds the row, so its effect is still written once."""
+    eng = engine_factory()
+    _register(eng)
+    eng.launch()
+    with psycopg.connect(effects_url, autocommit=True) as other:
+        other.execute(
+            "INSERT INTO onceflow.workflows (workflow_id, name, input)"
+            " VALUES ('wf-1', 'inline-flow', %s)",
+            ('{"args": [1], "kwargs": {}}',),
+        )
+
+    batch = _batch(2)
+    lookup = eng.send_lookup(batch, ask=[])
+    recorded = eng.send_record(batch, inline=lambda i, f: f, lookup=lookup).result()
+
+    _fell_back_then_ran(eng, recorded, effects_url)
