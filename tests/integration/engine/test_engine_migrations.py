@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import engine_flows
+import psycopg
 import pytest
 from engine_support import Executors
 
@@ -48,6 +49,9 @@ EXPECTED_INDEXES = {
 }
 
 
+APPLIED = [(1, "initial"), (2, "no_statistics_on_payloads")]
+
+
 def applied(url: str) -> list[tuple[int, str]]:
     return [
         (v, n)
@@ -58,9 +62,9 @@ def applied(url: str) -> list[tuple[int, str]]:
 
 
 def test_second_migration_applies_nothing(empty_database_url: str) -> None:
-    assert engine.migrate_database(empty_database_url) == [1]
+    assert engine.migrate_database(empty_database_url) == [1, 2]
     assert engine.migrate_database(empty_database_url) == []
-    assert applied(empty_database_url) == [(1, "initial")]
+    assert applied(empty_database_url) == APPLIED
 
 
 def test_schema_has_the_expected_tables_columns_and_indexes(database_url: str) -> None:
@@ -83,6 +87,26 @@ def test_schema_has_the_expected_tables_columns_and_indexes(database_url: str) -
         assert indexes[name].endswith(tail), indexes[name]
 
 
+def test_analyze_skips_the_payloads(database_url: str) -> None:
+    engine_flows.query(
+        database_url,
+        "INSERT INTO onceflow.workflows (workflow_id, name, input, output)"
+        " SELECT 'wf-' || i, 'flow', '{\"args\": []}', to_jsonb(i) FROM generate_series(1, 200) i"
+        " RETURNING 1",
+    )
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("ANALYZE onceflow.workflows")
+    analyzed = {
+        column
+        for (column,) in engine_flows.query(
+            database_url,
+            "SELECT attname FROM pg_stats WHERE schemaname = 'onceflow' AND tablename = 'workflows'",
+        )
+    }
+    assert {"workflow_id", "name", "status"} <= analyzed
+    assert not analyzed & {"input", "output", "error"}
+
+
 def test_two_processes_migrating_at_once_both_succeed(
     empty_database_url: str, tmp_path: Path
 ) -> None:
@@ -96,8 +120,8 @@ def test_two_processes_migrating_at_once_both_succeed(
     finally:
         spawned.close()
 
-    assert results == [[], [1]]  # one applied it, the other waited and found it done
-    assert applied(empty_database_url) == [(1, "initial")]
+    assert results == [[], [1, 2]]  # one applied them, the other waited and found them done
+    assert applied(empty_database_url) == APPLIED
 
 
 def test_edited_applied_migration_is_refused(engine_factory: Any, database_url: str) -> None:
@@ -141,6 +165,6 @@ def test_unmigrated_database_is_refused_without_migrate(
     assert connections_to(empty_database_url) == 0  # a refused launch holds nothing open
 
     engine_factory(database_url=empty_database_url).launch()  # migrate=True: it migrates
-    assert applied(empty_database_url) == [(1, "initial")]
+    assert applied(empty_database_url) == APPLIED
     refused.launch()  # and the engine refused before launches now
     assert connections_to(empty_database_url) > 0
