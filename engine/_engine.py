@@ -228,11 +228,17 @@ class Engine:
             writer.start()
         self._runner.start()
         self._launched = True
-        self.recover()
+        # The heartbeat first: from here on launch() returns at once, so a
+        # heartbeat not started now would never be, and this executor would
+        # look dead while it works (its work claimed, its transactions ended).
         self._heartbeat_thread = threading.Thread(
             target=self._heartbeat_loop, name="onceflow-heartbeat", daemon=True
         )
         self._heartbeat_thread.start()
+        try:
+            self.recover()
+        except OnceflowError as exc:  # Postgres went away just now
+            log.warning("recovery at launch failed (the heartbeat tries again): %s", exc)
         log.info("executor %s launched (%d workers)", self.executor_id, self.settings.workers)
 
     def shutdown(self, timeout: float = 10.0) -> None:

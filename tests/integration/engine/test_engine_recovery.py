@@ -59,6 +59,44 @@ def test_launch_resumes_all_own_pending_workflows(engine_factory: Any, database_
     assert {status_of(database_url, wid)[1] for wid in ids} == {"restarted"}
 
 
+def test_a_launch_whose_first_recovery_fails_still_heartbeats_and_recovers(
+    engine_factory: Any, database_url: str, tmp_path: Path
+) -> None:
+    # Postgres going away between registering and the first recovery: the
+    # executor must not come up without its heartbeat (launch() cannot be
+    # retried once launched), or it looks dead while it works.
+    insert_pending(database_url, "wf", "three_steps", None, str(tmp_path))
+    eng = engine_factory()
+    engine_flows.register(eng)
+    real_recover, failures = eng.recover, []
+
+    def recover_failing_once() -> int:
+        if not failures:
+            failures.append(1)
+            raise engine.DatabaseUnavailableError("Postgres went away (simulated)")
+        return real_recover()
+
+    eng.recover = recover_failing_once
+    eng.launch()  # does not raise
+
+    def heartbeat() -> Any:
+        ((at,),) = engine_flows.query(
+            database_url,
+            "SELECT heartbeat_at FROM onceflow.executors WHERE executor_id = %s",
+            eng.executor_id,
+        )
+        return at
+
+    first = heartbeat()
+    wait_until(lambda: heartbeat() > first, timeout=10, what="the next heartbeat")
+    # The heartbeat loop's own recovery claims what the failed one left.
+    wait_until(
+        lambda: status_of(database_url, "wf")[1] == eng.executor_id,
+        timeout=20,
+        what="the heartbeat loop's recovery",
+    )
+
+
 def test_dead_executor_work_is_claimed_by_a_live_one_after_the_lease(
     executors: Executors, engine_factory: Any, effects_url: str, tmp_path: Path
 ) -> None:
