@@ -70,6 +70,8 @@ class Engine:
         writers: checkpoint writers (connections committing in parallel).
         inline_steps: also keep step checkpoints of workflows run inline
             (off by default: they end in the transaction recording them).
+        inline_inputs: also keep the input of workflows run inline (off by
+            default, for the same reason; their source says where it is).
         migrate: apply pending migrations in launch(); if False, launch()
             refuses an unmigrated schema.
     """
@@ -85,6 +87,7 @@ class Engine:
         executor_id: str | None = None,
         writers: int | None = None,
         inline_steps: bool | None = None,
+        inline_inputs: bool | None = None,
         migrate: bool = True,
     ) -> None:
         self.settings = build_settings(
@@ -96,6 +99,7 @@ class Engine:
             executor_id=executor_id,
             writers=writers,
             inline_steps=inline_steps,
+            inline_inputs=inline_inputs,
         )
         self.executor_id = self.settings.executor_id
         self._migrate = migrate

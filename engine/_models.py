@@ -89,6 +89,9 @@ class Recorded:
 
 @dataclass(frozen=True)
 class WorkflowStatus:
+    """A workflow as recorded. `input` is None for one that ran inline while
+    the engine kept no inline inputs (its `source` says where its record is)."""
+
     workflow_id: str
     name: str
     status: Status

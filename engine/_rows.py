@@ -15,19 +15,34 @@ from ._models import Claimed, NewWorkflow, Source, Status, StepRecord, WorkflowS
 from ._serialize import dumps, encode, revive
 
 
-def batch_document(batch: Sequence[NewWorkflow], outputs: dict[str, str] | None = None) -> str:
+def batch_document(
+    batch: Sequence[NewWorkflow],
+    outputs: dict[str, str] | None = None,
+    *,
+    keep_inputs: bool = True,
+) -> str:
     """A batch of workflow rows as one JSON document (see insert_workflows):
     PENDING, or ERROR for a failure, or SUCCESS for those in `outputs` (their
     results as JSON, by workflow ID: run inline before their row is written).
+    Without `keep_inputs`, the rows in `outputs` go without their input
+    (null): nothing will run them again (Engine's `inline_inputs`).
 
     Each row is an array, its fields in the order of ROW_FIELDS: Postgres
     takes an array's elements by position faster than an object's by name
     (no keys to parse or look up), about a quarter less of its CPU per row
     in jsonb_to_recordset's place (bench/README.md)."""
     outputs = outputs or {}
+    drop = () if keep_inputs else outputs
     # The whole document in one encoding; only when that fails (or holds a
     # NUL) is each input encoded on its own, to name the workflow at fault.
-    rows = [_row(item, {"args": item.args, "kwargs": item.kwargs}, outputs) for item in batch]
+    rows = [
+        _row(
+            item,
+            None if item.workflow_id in drop else {"args": item.args, "kwargs": item.kwargs},
+            outputs,
+        )
+        for item in batch
+    ]
     document = encode(rows)
     if document is not None:
         return document
@@ -35,7 +50,9 @@ def batch_document(batch: Sequence[NewWorkflow], outputs: dict[str, str] | None 
         [
             _row(
                 item,
-                orjson.Fragment(dumps(_input(item), what="the input of", name=item.name)),
+                None
+                if item.workflow_id in drop
+                else orjson.Fragment(dumps(_input(item), what="the input of", name=item.name)),
                 outputs,
             )
             for item in batch

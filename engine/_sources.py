@@ -202,7 +202,9 @@ class SourceIntake:
         exist, and the cursor's rows are the IDs inserted."""
         if not batch:
             return None
-        params = {"owner": self.executor_id, "rows": batch_document(batch, outputs)}
+        keep_inputs = outputs is None or self.settings.inline_inputs
+        rows = batch_document(batch, outputs, keep_inputs=keep_inputs)
+        params = {"owner": self.executor_id, "rows": rows}
         if outputs is not None:
             conn.execute(self._q["insert_finished_workflows"], params)
             return None

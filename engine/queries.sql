@@ -32,11 +32,12 @@ RETURNING workflow_id;
 -- outputs (see _inline.py). No ON CONFLICT: a row another executor recorded
 -- since the batch's lookup means the workflow was not ours to run, and the
 -- unique violation aborts the transaction, so its COMMIT can be sent without
--- waiting to check (DESIGN.md §1.2, §1.5).
+-- waiting to check (DESIGN.md §1.2, §1.5). Their input is NULL unless the
+-- engine keeps inline inputs (`inline_inputs`).
 INSERT INTO {schema}.workflows
     (workflow_id, name, input, owner, status, output, error,
      source_group, source_topic, source_partition, source_offset, ordering_key)
-SELECT r->>0, r->>1, r->2, %(owner)s, r->>3, NULLIF(r->4, 'null'), NULLIF(r->5, 'null'),
+SELECT r->>0, r->>1, NULLIF(r->2, 'null'), %(owner)s, r->>3, NULLIF(r->4, 'null'), NULLIF(r->5, 'null'),
        r->>6, r->>7, (r->>8)::int, (r->>9)::bigint, r->>10
 FROM jsonb_array_elements(%(rows)s::jsonb) AS r;
 

@@ -51,6 +51,18 @@ def test_rows_carry_input_status_output_and_source() -> None:
     assert rows[2]["source_group"] is None
 
 
+def test_without_keep_inputs_only_the_rows_run_inline_lose_their_input() -> None:
+    batch = _batch({"n": 0}, {"n": 1})
+
+    rows = _rows(batch_document(batch, {"wf-0": "0"}, keep_inputs=False))
+
+    assert [(r["status"], r["input"], r["output"]) for r in rows] == [
+        ("SUCCESS", None, 0),
+        ("PENDING", {"args": [{"n": 1}], "kwargs": {}}, None),
+    ]
+    assert rows[0]["source_offset"] == 0  # where its record is stays known
+
+
 @pytest.mark.parametrize("bad", [object(), "nul \x00 inside"], ids=["object", "nul"])
 def test_an_input_that_cannot_be_stored_is_named(bad: object) -> None:
     with pytest.raises(SerializationError, match="the input of 'flow'"):

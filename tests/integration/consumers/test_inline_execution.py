@@ -53,7 +53,10 @@ def workflow_rows(database_url: str, group: str) -> list[Row]:
     with psycopg.connect(database_url) as conn:
         rows = conn.execute(
             "SELECT w.workflow_id, w.source_partition, w.source_offset, w.status,"
-            " ((w.input #>> '{args,0,value}')::jsonb ->> 'seq')::int,"
+            # The seq from the input, or, for a workflow that ran inline
+            # (no input kept: Engine's inline_inputs is off), from its effect.
+            " coalesce(((w.input #>> '{args,0,value}')::jsonb ->> 'seq')::int,"
+            "  (SELECT min(e.seq) FROM public.effects e WHERE e.workflow_id = w.workflow_id)),"
             " (SELECT count(*) FROM onceflow.steps s WHERE s.workflow_id = w.workflow_id),"
             " (SELECT count(*) FROM public.effects e WHERE e.workflow_id = w.workflow_id)"
             " FROM onceflow.workflows w WHERE w.source_group = %s"

@@ -9,6 +9,7 @@ from typing import Any
 
 import engine_flows
 import psycopg
+import pytest
 
 import engine
 from engine import Disposition, NewWorkflow, Source
@@ -79,6 +80,23 @@ def test_inline_workflows_are_recorded_final_with_steps_and_effects(
     )
     assert steps == []  # nothing replays them: not kept by default (inline_steps)
     assert sorted(k for _, k, _ in engine_flows.effects(effects_url)) == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_inline_inputs_keeps_the_input_of_inline_runs_only_when_asked(
+    engine_factory: Any, effects_url: str, keep: bool
+) -> None:
+    eng = engine_factory(inline_inputs=True) if keep else engine_factory()
+    _register(eng)
+    eng.launch()
+
+    recorded = eng.record(_batch(2), inline=lambda item, fresh: item.args[0] == 0)
+
+    assert [r.disposition for r in recorded] == [Disposition.COMPLETED, Disposition.NEW]
+    ran_inline, pending = eng.get_workflow("wf-0"), eng.get_workflow("wf-1")
+    assert ran_inline.output == 0 and ran_inline.source is not None
+    assert ran_inline.input == ({"args": [0], "kwargs": {}} if keep else None)
+    assert pending.input == {"args": [1], "kwargs": {}}  # it has yet to run: always kept
 
 
 def test_workflows_not_picked_are_recorded_pending_and_run_by_workers(

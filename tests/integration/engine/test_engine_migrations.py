@@ -49,7 +49,12 @@ EXPECTED_INDEXES = {
 }
 
 
-APPLIED = [(1, "initial"), (2, "no_statistics_on_payloads"), (3, "light_statistics")]
+APPLIED = [
+    (1, "initial"),
+    (2, "no_statistics_on_payloads"),
+    (3, "light_statistics"),
+    (4, "inputs_optional"),
+]
 
 
 def applied(url: str) -> list[tuple[int, str]]:
@@ -62,7 +67,7 @@ def applied(url: str) -> list[tuple[int, str]]:
 
 
 def test_second_migration_applies_nothing(empty_database_url: str) -> None:
-    assert engine.migrate_database(empty_database_url) == [1, 2, 3]
+    assert engine.migrate_database(empty_database_url) == [1, 2, 3, 4]
     assert engine.migrate_database(empty_database_url) == []
     assert applied(empty_database_url) == APPLIED
 
@@ -121,7 +126,7 @@ def test_two_processes_migrating_at_once_both_succeed(
     finally:
         spawned.close()
 
-    assert results == [[], [1, 2, 3]]  # one applied them, the other waited and found them done
+    assert results == [[], [1, 2, 3, 4]]  # one applied them, the other waited and found them done
     assert applied(empty_database_url) == APPLIED
 
 
