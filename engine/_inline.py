@@ -111,15 +111,26 @@ def run_step(
     ctx.in_step = True
     try:
         value = fn(*args, **kwargs)
-        output = dumps(value, what="the result of step", name=name)
+        # Encoded even when not kept, so that a result the ordinary way could
+        # not checkpoint fails here too; None, a bool, a float or an int of
+        # up to 64 bits always can.
+        if batch.keep_steps or not _always_encodable(value):
+            output = dumps(value, what="the result of step", name=name)
+            if batch.keep_steps:
+                batch.step(ctx, number, name, output)
     except Exception as exc:
         raise InlineAbort(f"step {name!r} raised {type(exc).__name__}") from exc
     finally:
         ctx.in_step = False
         _step.reset(token)
-    if batch.keep_steps:
-        batch.step(ctx, number, name, output)
     return value
+
+
+def _always_encodable(value: Any) -> bool:
+    kind = type(value)
+    if kind is int:
+        return bool(-(2**63) <= value < 2**64)  # orjson's range
+    return value is None or kind is bool or kind is float
 
 
 # Sends the insert of rows: (connection, rows, outputs of those run here, by
