@@ -91,12 +91,21 @@ def inline_policy(
     if not any(governor.inline(s) for s in routes.values()):
         return None
     lanes: dict[tuple[int, str, int], tuple[TP, object] | None] = {}
+    tps: set[TP] = set()
     for env in envelopes:
         sched = scheds[env.topic]
-        lanes[env.offset, env.topic, env.partition] = sched.lane_of(
-            (env.topic, env.partition), env.key
-        )
-    return BatchPolicy(routes, scheds, lock, governor, lanes, owned)
+        tp = (env.topic, env.partition)
+        tps.add(tp)
+        lanes[env.offset, env.topic, env.partition] = sched.lane_of(tp, env.key)
+    # Per partition, once per batch rather than once per record. Nothing
+    # changes either while the batch runs: ownership changes only in this
+    # (the consumer's) thread, and so does new work in a lane; worker threads
+    # only take work out. So a partition idle now stays idle, and its lanes
+    # need no look (nor the lock) record by record.
+    with lock:
+        mine = {tp for tp in tps if owned(tp)}
+        idle = {tp for tp in mine if scheds[tp[0]].idle(tp)}
+    return BatchPolicy(routes, scheds, lock, governor, lanes, mine, idle)
 
 
 class BatchPolicy:
@@ -111,31 +120,37 @@ class BatchPolicy:
         lock: threading.RLock,
         governor: InlineGovernor,
         lanes: dict[tuple[int, str, int], tuple[TP, object] | None],
-        owned: Callable[[TP], bool],
+        owned: set[TP],
+        idle: set[TP],
     ) -> None:
         self._routes, self._scheds, self._lock = routes, scheds, lock
-        self._governor, self._lanes, self._owned = governor, lanes, owned
+        self._governor, self._lanes = governor, lanes
+        self._owned, self._idle = owned, idle
         self._blocked: set[object] = set()
         self.picked: dict[str, Subscription] = {}
 
     def __call__(self, item: NewWorkflow, fresh: bool) -> bool:
         src = item.source
         assert src is not None
+        tp = (src.topic, src.partition)
         lane = self._lanes[src.offset, src.topic, src.partition]
         sub = self._routes[src.topic]
-        with self._lock:
-            runnable = (
-                fresh
-                and self._governor.inline(sub)
-                and self._owned((src.topic, src.partition))
-                and lane not in self._blocked
-                and not self._scheds[src.topic].lane_busy(lane)
-            )
+        runnable = (
+            fresh
+            and tp in self._owned
+            and lane not in self._blocked
+            and self._governor.inline(sub)
+            and (tp in self._idle or not self._lane_busy(src.topic, lane))
+        )
         if runnable:
             self.picked[sub.name] = sub
         elif lane is not None and item.failure is None:
             self._blocked.add(lane)
         return runnable
+
+    def _lane_busy(self, topic: str, lane: tuple[TP, object] | None) -> bool:
+        with self._lock:
+            return self._scheds[topic].lane_busy(lane)
 
     def ran(self, item: NewWorkflow, seconds: float) -> None:
         assert item.source is not None

@@ -70,6 +70,11 @@ class Scheduler(Generic[T]):
             return None
         return (tp, self._lane(tp, key))
 
+    def idle(self, tp: TP) -> bool:
+        """Whether no workflow of partition `tp` is queued or running."""
+        part = self._parts.get(tp)
+        return part is None or not part.lanes
+
     def lane_busy(self, lane: tuple[TP, object] | None) -> bool:
         """Whether earlier workflows of this lane are still queued or running."""
         if lane is None:

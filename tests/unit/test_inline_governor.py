@@ -252,23 +252,33 @@ def test_two_governors_share_nothing(clock: Clock) -> None:
 # -- the batch policy: which records of a batch may run inline -----------------
 
 
-def _policy(owned: set[tuple[str, int]], offsets: list[int]) -> Any:
-    """A BatchPolicy for records of topic "t", partitions 0 and 1, one key."""
+def _policy(
+    owned: set[tuple[str, int]],
+    offsets: list[int],
+    keys: tuple[bytes, ...] = (b"k",),
+    queued: Any = None,
+) -> Any:
+    """A BatchPolicy for records of topic "t", partitions 0 and 1, each of
+    `keys` at each offset in turn; `queued(scheduler)` queues earlier work."""
     from consumers._event import Envelope
     from consumers._inline_policy import inline_policy
     from consumers._scheduler import Scheduler
 
     sub = _subscription()
     sched: Scheduler[Any] = Scheduler("key", max_in_flight=8, max_buffered=8)
-    envelopes = [Envelope("t", p, o, b"k", b"{}", None, ()) for p in (0, 1) for o in offsets]
+    if queued is not None:
+        queued(sched)
+    envelopes = [
+        Envelope("t", p, o, keys[o % len(keys)], b"{}", None, ()) for p in (0, 1) for o in offsets
+    ]
     return inline_policy(
         {"t": sub}, {"t": sched}, threading.RLock(), envelopes, InlineGovernor(), owned.__contains__
     )
 
 
-def _item(partition: int, offset: int) -> NewWorkflow:
+def _item(partition: int, offset: int, key: str = "k") -> NewWorkflow:
     return NewWorkflow(
-        f"w-{partition}-{offset}", "n", (), source=Source("g", "t", partition, offset, "k")
+        f"w-{partition}-{offset}", "n", (), source=Source("g", "t", partition, offset, key)
     )
 
 
@@ -279,3 +289,26 @@ def test_records_of_a_partition_not_owned_here_never_run_inline() -> None:
     policy = _policy({("t", 0)}, [5, 6])
     assert [policy(_item(0, o), True) for o in (5, 6)] == [True, True]
     assert [policy(_item(1, o), True) for o in (5, 6)] == [False, False]
+
+
+def test_a_lane_with_earlier_work_queued_runs_nothing_inline_other_lanes_do() -> None:
+    # Offset 3 of key "a" on partition 0 is still queued for a worker: the
+    # batch's records of that lane must wait behind it; key "b" of the same
+    # partition, and partition 1, have nothing earlier and run inline.
+    def queued(sched: Any) -> None:
+        sched.add(("t", 0), b"a", 3, "w-0-3", object())
+
+    policy = _policy({("t", 0), ("t", 1)}, [4, 5, 6, 7], keys=(b"a", b"b"), queued=queued)
+    keys = {4: "a", 5: "b", 6: "a", 7: "b"}
+    ran = {(p, o): policy(_item(p, o, keys[o]), True) for p in (0, 1) for o in keys}
+    assert [o for o in keys if not ran[0, o]] == [4, 6]
+    assert all(ran[1, o] for o in keys)
+
+
+def test_a_record_not_fresh_holds_its_lane_back_for_the_rest_of_the_batch() -> None:
+    policy = _policy({("t", 0)}, [5, 6, 7])
+    assert [policy(_item(0, 5), False), policy(_item(0, 6), True), policy(_item(0, 7), True)] == [
+        False,
+        False,
+        False,
+    ]
