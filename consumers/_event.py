@@ -90,7 +90,6 @@ class Envelope:
     def to_json(self) -> dict[str, Any]:
         # Text stays text so operators can read inputs in the table;
         # anything else is kept as bytes (the serializer tags them).
-        # (EnvelopeDocument builds the same dict.)
         return {
             "topic": self.topic,
             "partition": self.partition,
@@ -102,12 +101,12 @@ class Envelope:
         }
 
     def to_document(self, event: Event[Any]) -> EnvelopeDocument:
-        """`to_json()`, carrying this envelope and `event` (decoded from it)
-        to the workflow's first run in this process."""
+        """Stored as `to_json()`; carries this envelope and `event` (decoded
+        from it) to the workflow's first run in this process."""
         return EnvelopeDocument(self, event)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Envelope:
+    def from_json(cls, data: dict[str, Any] | EnvelopeDocument) -> Envelope:
         if isinstance(data, EnvelopeDocument):
             return data.envelope
         return cls(
@@ -138,29 +137,23 @@ class Envelope:
 _last_timestamp: tuple[int, datetime] = (-1, datetime.fromtimestamp(0, UTC))
 
 
-class EnvelopeDocument(dict[str, Any]):
-    """An envelope's JSON form (stored as the workflow's input, like a plain
-    dict) that also carries the envelope itself and the Event decoded from
-    the record when it was consumed, so that the workflow's first run here
-    neither parses the JSON nor validates the value again. The Event is
-    handed out once: a later run (after an inline batch fell back) decodes
-    afresh, and never sees what an earlier run did to the Event's value."""
+class EnvelopeDocument:
+    """An envelope as a workflow's input: stored as its JSON form (`to_json`,
+    through the engine's `__onceflow_json__` hook, built only if the input
+    is stored), and carrying the envelope and the Event decoded from the
+    record when it was consumed, so that the workflow's first run here
+    neither parses JSON nor validates the value again. The Event is handed
+    out once: a later run (after an inline batch fell back) decodes afresh,
+    and never sees what an earlier run did to the Event's value."""
 
     __slots__ = ("_event", "envelope")
 
     def __init__(self, envelope: Envelope, event: Event[Any]) -> None:
-        # envelope.to_json(), built in place rather than copied.
-        super().__init__(
-            topic=envelope.topic,
-            partition=envelope.partition,
-            offset=envelope.offset,
-            key=_text_or_bytes(envelope.key),
-            value=_text_or_bytes(envelope.value),
-            timestamp_ms=envelope.timestamp_ms,
-            headers=[[k, v] for k, v in envelope.headers],
-        )
         self.envelope = envelope
         self._event: Event[Any] | None = event
+
+    def __onceflow_json__(self) -> dict[str, Any]:
+        return self.envelope.to_json()
 
     def take_event(self, workflow_id: str) -> Event[Any] | None:
         """The Event decoded at consume time, once, if it is `workflow_id`'s."""

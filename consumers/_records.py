@@ -10,7 +10,7 @@ from confluent_kafka import Message
 
 from engine import NewWorkflow, Source
 
-from ._event import Envelope
+from ._event import Envelope, EnvelopeDocument
 from ._ids import workflow_id
 from ._subscription import BadRecord, Subscription
 
@@ -54,8 +54,9 @@ def new_workflow(group: str, sub: Subscription, topic_id: str, env: Envelope) ->
     # An inline run comes at once, in this thread: it takes the Event just
     # decoded rather than validating the value again. Workers runs may come
     # much later: their queued input stays small.
+    payload: dict[str, Any] | EnvelopeDocument
     if event is not None and sub.execution != "workers":
-        payload: dict[str, Any] = env.to_document(event)
+        payload = env.to_document(event)
     else:
         payload = env.to_json()
     return NewWorkflow(wid, sub.name, (payload,), source=source, failure=failure)

@@ -4,6 +4,8 @@ orjson does the work (it is several times faster than the standard library,
 and this is on the per-step path). A few Python types that plain JSON would
 lose are tagged so that a replay hands user code the same types it got the
 first time: pydantic models, bytes, tuples are kept as lists (JSON has no tuple).
+An object whose class defines `__onceflow_json__(self)` is stored as what that
+returns (and read back as that plain value).
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ _BYTES = "__onceflow_bytes__"
 
 
 def _default(value: Any) -> Any:
+    stored_as = getattr(type(value), "__onceflow_json__", None)
+    if stored_as is not None:
+        # An argument that stands for a JSON value (and may carry more for a
+        # run in the same process): stored as that value, read back as it.
+        return stored_as(value)
     if isinstance(value, BaseModel):
         cls = type(value)
         return {
