@@ -26,7 +26,7 @@ import psycopg
 
 from bench import infra
 from bench.infra import STATE_DIR, Poller, Services
-from bench.measure import CpuMeter
+from bench.measure import CpuMeter, DiskWrites
 from bench.runs import (
     OnceflowOptions,
     ServiceGroup,
@@ -53,6 +53,34 @@ class LatencyResult:
     duplicates: int = 0
     missing: int = 0
     problems: list[str] = field(default_factory=list)
+    # The machine's busiest half second of disk writes: bytes/s, and when
+    # (seconds after the first record was offered).
+    disk_peak: float = 0.0
+    disk_peak_at: float | None = None
+    # The half second of produce times whose records took longest: (seconds
+    # after the first record was offered, median produce->complete ms).
+    slowest: tuple[float, float] | None = None
+
+
+def slowest_window(
+    rows: list[tuple[float, float]], width_ms: float = 500.0
+) -> tuple[float, float] | None:
+    """Of (produced_ms, latency_ms) rows: the `width_ms` window of produce
+    times with the highest median latency, as (seconds after the first
+    record, that median)."""
+    if not rows:
+        return None
+    first = min(p for p, _ in rows)
+    windows: dict[int, list[float]] = {}
+    for produced, latency in rows:
+        windows.setdefault(int((produced - first) // width_ms), []).append(latency)
+    index, values = max(windows.items(), key=lambda kv: sorted(kv[1])[len(kv[1]) // 2])
+    return index * width_ms / 1000, sorted(values)[len(values) // 2]
+
+
+def _after(warmup: float, window: tuple[float, float] | None) -> tuple[float, float] | None:
+    """A window timed from the first measured record, timed from the first offered."""
+    return None if window is None else (window[0] + warmup, window[1])
 
 
 def percentiles(values: list[float]) -> dict[float, float]:
@@ -87,6 +115,8 @@ def run_latency(
                 infra.wait_group_stable(svc.bootstrap, group, 1, partitions)
                 time.sleep(1.0)  # assigned partitions resume after the hand-over check
                 meter.start()
+                disk = DiskWrites()
+                disk.start()
                 progress = infra.Progress(every=5.0)
                 began = time.monotonic()
                 sent = infra.produce_at_rate(
@@ -99,6 +129,7 @@ def run_latency(
                     ),
                 )
                 achieved = sent / (time.monotonic() - began)
+                disk.stop()
                 progress.done()
                 ends = infra.end_offsets(svc.bootstrap, topic_name, partitions)
                 topic = Topic(topic_name, partitions, ends)
@@ -115,7 +146,8 @@ def run_latency(
                 completed_at = "pg_xact_commit_timestamp(w.xmin)" if committed else "w.updated_at"
                 rows = conn.execute(
                     "SELECT extract(epoch FROM e.done_at) * 1000 - e.produced_ms,"
-                    f" extract(epoch FROM {completed_at}) * 1000 - e.produced_ms"
+                    f" extract(epoch FROM {completed_at}) * 1000 - e.produced_ms,"
+                    " e.produced_ms"
                     " FROM bench_effects e JOIN onceflow.workflows w"
                     " ON w.source_partition = e.part AND w.source_offset = e.off"
                     " WHERE e.event_id >= %s",
@@ -137,4 +169,7 @@ def run_latency(
         duplicates=check.duplicates,
         missing=check.missing,
         problems=check.problems,
+        disk_peak=disk.peak,
+        disk_peak_at=disk.peak_at,
+        slowest=_after(warmup, slowest_window([(float(r[2]), float(r[1])) for r in rows])),
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -173,3 +174,40 @@ def _shortened(text: str, most: int = 100) -> str:
         return text
     half = most // 2 - 2
     return f"{text[:half]} … {text[-half:]}"
+
+
+class DiskWrites:
+    """The machine's disk writes, sampled every `every` seconds between
+    `start()` and `stop()`: where the kernel's write-back of dirty pages
+    shows as a burst (a WAL flush queued behind one waits for it)."""
+
+    def __init__(self, every: float = 0.5) -> None:
+        self.every = every
+        self.peak = 0.0  # bytes/s over the busiest sample
+        self.peak_at: float | None = None  # seconds after start() that sample ended
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._sample, name="disk-writes", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _sample(self) -> None:
+        began = last_at = time.monotonic()
+        last = _written()
+        while not self._stop.wait(self.every):
+            now, written = time.monotonic(), _written()
+            rate = (written - last) / max(1e-9, now - last_at)
+            if rate > self.peak:
+                self.peak, self.peak_at = rate, now - began
+            last, last_at = written, now
+
+
+def _written() -> int:
+    counters = psutil.disk_io_counters(nowrap=True)
+    return 0 if counters is None else int(counters.write_bytes)

@@ -120,6 +120,17 @@ def compare(
             shown = "  ".join(f"p{q * 100:g} {v:6.1f}" for q, v in values.items())
             say(f"  {what} ms  {shown.replace('p100', 'max')}")
         say(f"  complete: {lat.complete_by}")
+        if lat.slowest is not None:
+            say(
+                f"  slowest  0.5 s of records produced at +{lat.slowest[0]:.1f} s:"
+                f" median {lat.slowest[1]:.1f} ms"
+            )
+        if lat.disk_peak_at is not None:
+            say(
+                f"  disk     busiest 0.5 s of the machine's writes at +{lat.disk_peak_at:.1f} s"
+                f" of offering: {lat.disk_peak / 1e6:,.0f} MB/s (a write-back burst there"
+                " holds WAL flushes: bench/README.md)"
+            )
         if lat.duplicates or lat.missing or lat.problems:
             say(f"  PROBLEM: duplicates {lat.duplicates}, missing {lat.missing} {lat.problems}")
     ours = [r for r in results if r.system.startswith("onceflow")]

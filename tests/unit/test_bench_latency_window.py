@@ -1,0 +1,22 @@
+"""The latency report's slowest window (bench/latency.py): where in a run the
+records that waited longest were produced, to set beside the disk's writes."""
+
+from __future__ import annotations
+
+from bench.latency import slowest_window
+
+
+def test_the_window_with_the_highest_median_is_found_and_timed_from_the_first_record() -> None:
+    rows = [(1_000.0 + 10 * i, 20.0) for i in range(300)]  # 3 s of 20 ms records
+    rows += [(2_600.0 + i, 700.0) for i in range(0, 300, 3)]  # a stall at +1.6 s
+    assert slowest_window(rows) == (1.5, 700.0)
+
+
+def test_one_slow_record_does_not_make_a_window_slow() -> None:
+    rows = [(float(i), 10.0) for i in range(1_000)] + [(700.0, 900.0)]
+    window = slowest_window(rows)
+    assert window is not None and window[1] == 10.0
+
+
+def test_no_rows_no_window() -> None:
+    assert slowest_window([]) is None
