@@ -127,7 +127,7 @@ def run(records: int, size: int, profile: str | None) -> None:
             stats = gc.stats
             print(
                 f"{events:,} events in {wall:.2f}s = {events / wall:,.0f}/s;"
-                f" CPU us/ev svc {cpu / events * 1e6:.0f} + pg {pg / events * 1e6:.0f};"
+                f" CPU us/ev svc {cpu / events * 1e6:.1f} + pg {pg / events * 1e6:.1f};"
                 f" inline completed {stats.succeeded:,}, recorded {stats.recorded:,}"
             )
             with psycopg.connect(url) as conn:

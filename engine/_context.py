@@ -22,20 +22,17 @@ class WorkflowContext:
     # Recorded steps by number, loaded once when the run starts.
     recorded: dict[int, dict[str, Any]] = field(default_factory=dict)
     next_step: int = 1
-    in_step: bool = False
+    # The number of the step running now, 0 between steps: a step called
+    # inside a step is an ordinary call, and step_idempotency_key() reads it
+    # (on the writer's thread too, for a transaction step run there).
+    step: int = 0
     # The last plain-step checkpoint, written behind the workflow.
     behind: Future[bool] | None = None
     # Set when the workflow runs inside the transaction recording it (_inline.py).
     inline: InlineBatch | None = None
 
-    def take_step_number(self) -> int:
-        n = self.next_step
-        self.next_step += 1
-        return n
-
 
 _workflow: ContextVar[WorkflowContext | None] = ContextVar("onceflow_workflow", default=None)
-_step: ContextVar[int | None] = ContextVar("onceflow_step", default=None)
 
 
 def current() -> WorkflowContext | None:
@@ -61,7 +58,6 @@ def step_idempotency_key() -> str:
     at-least-once), and this key is the same every time it does.
     """
     ctx = _workflow.get()
-    step = _step.get()
-    if ctx is None or step is None:
+    if ctx is None or not ctx.step:
         raise OnceflowError("step_idempotency_key() was called outside a step of a workflow")
-    return f"{ctx.workflow_id}:{step}"
+    return f"{ctx.workflow_id}:{ctx.step}"

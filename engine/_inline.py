@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import psycopg
 
-from ._context import WorkflowContext, _step, _workflow
+from ._context import WorkflowContext, _workflow
 from ._deferred import DeferringConnection
 from ._lookup import Found, lookup_params
 from ._models import NewWorkflow
@@ -52,6 +52,7 @@ from ._serialize import dumps
 
 if TYPE_CHECKING:
     from ._engine import Engine
+    from ._registry import StepSpec
 
 # Decides, in batch order, which workflows run inline: called with each item
 # not already final, and whether it is fresh (not recorded yet: only those
@@ -99,30 +100,30 @@ class InlineBatch:
 
 def run_step(
     ctx: WorkflowContext,
-    batch: InlineBatch,
     number: int,
-    name: str,
-    fn: Callable[..., Any],
+    spec: StepSpec,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Any:
-    """One step of an inline run: no retries (a failure aborts the batch)."""
-    token = _step.set(number)
-    ctx.in_step = True
+    """Step `number` of an inline run (ctx.inline): no retries, a failure
+    aborts the batch. Every step of every inline workflow comes here, so it
+    does no more than it must."""
+    batch = ctx.inline
+    assert batch is not None
+    ctx.step = number
     try:
-        value = fn(*args, **kwargs)
+        value = spec.fn(*args, **kwargs)
         # Encoded even when not kept, so that a result the ordinary way could
         # not checkpoint fails here too; None, a bool, a float or an int of
         # up to 64 bits always can.
         if batch.keep_steps or not _always_encodable(value):
-            output = dumps(value, what="the result of step", name=name)
+            output = dumps(value, what="the result of step", name=spec.name)
             if batch.keep_steps:
-                batch.step(ctx, number, name, output)
+                batch.step(ctx, number, spec.name, output)
     except Exception as exc:
-        raise InlineAbort(f"step {name!r} raised {type(exc).__name__}") from exc
+        raise InlineAbort(f"step {spec.name!r} raised {type(exc).__name__}") from exc
     finally:
-        ctx.in_step = False
-        _step.reset(token)
+        ctx.step = 0
     return value
 
 

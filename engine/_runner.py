@@ -24,7 +24,7 @@ import orjson
 import psycopg
 
 from . import _inline
-from ._context import WorkflowContext, _step, _workflow
+from ._context import WorkflowContext, _workflow
 from ._errors import (
     NonDeterministicWorkflowError,
     OnceflowError,
@@ -213,19 +213,19 @@ def _fenced(workflow_id: str, refused: str) -> Outcome:
 
 def call_step(spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     ctx = _workflow.get()
-    if ctx is None or ctx.in_step:
+    if ctx is None or ctx.step:
         # Outside a workflow, or a step inside a step: an ordinary call.
         return _with_retries(spec, lambda: spec.fn(*args, **kwargs))
-    number = ctx.take_step_number()
+    number = ctx.next_step
+    ctx.next_step = number + 1
     if ctx.inline is not None:
-        return _inline.run_step(ctx, ctx.inline, number, spec.name, spec.fn, args, kwargs)
+        return _inline.run_step(ctx, number, spec, args, kwargs)
     recorded = ctx.recorded.get(number)
     if recorded is not None:
         return _replay(ctx, number, spec.name, recorded)
     _check_behind(ctx)
     started = datetime.now(UTC)
-    step_token = _step.set(number)
-    ctx.in_step = True
+    ctx.step = number
     try:
         value = _with_retries(spec, lambda: spec.fn(*args, **kwargs))
         output = dumps(value, what="the result of step", name=spec.name)
@@ -233,8 +233,7 @@ def call_step(spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
         _checkpoint(ctx, number, spec.name, None, error_record(exc), started)
         raise
     finally:
-        ctx.in_step = False
-        _step.reset(step_token)
+        ctx.step = 0
     # Written behind the workflow: it goes on without waiting. The writer
     # commits a workflow's writes in order, so nothing after this step (a
     # transaction step, the completion) can be durable before this checkpoint
@@ -277,19 +276,18 @@ def call_transaction(
     engine: Engine, spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     ctx = _workflow.get()
-    if ctx is None or ctx.in_step:
+    if ctx is None or ctx.step:
         # Outside a workflow: the same SQL in a transaction of its own, no checkpoint.
         # A rare path, so a connection of its own rather than a pooled one
         # (users' transaction steps get psycopg's default tuple rows).
         with engine._db.connect(dict_rows=False) as conn, conn.transaction():
             return spec.fn(conn, *args, **kwargs)
-    number = ctx.take_step_number()
+    number = ctx.next_step
+    ctx.next_step = number + 1
     inline = ctx.inline
     if inline is not None:
         inline.deferred.begin_step()
-        return _inline.run_step(
-            ctx, inline, number, spec.name, spec.fn, (inline.deferred, *args), kwargs
-        )
+        return _inline.run_step(ctx, number, spec, (inline.deferred, *args), kwargs)
     recorded = ctx.recorded.get(number)
     if recorded is not None:
         return _replay(ctx, number, spec.name, recorded)
@@ -298,13 +296,11 @@ def call_transaction(
     writer = ctx.engine._writer_for(ctx.workflow_id)
     attempt = 0
     # The function runs on the writer's thread, which does not inherit this
-    # thread's context: hand it this step's, so that current_workflow_id() and
-    # step_idempotency_key() work inside transaction steps too.
-    step_token = _step.set(number)
+    # thread's context: hand it this one, so that current_workflow_id() and
+    # step_idempotency_key() (ctx.step) work inside transaction steps too.
     step_context = contextvars.copy_context()
-    _step.reset(step_token)
     while True:
-        ctx.in_step = True
+        ctx.step = number
         try:
             result = writer.run_transaction(
                 ctx.workflow_id,
@@ -315,7 +311,7 @@ def call_transaction(
                 started,
             ).result()
         finally:
-            ctx.in_step = False
+            ctx.step = 0
         if result.verdict is TxVerdict.COMMITTED:
             return result.value
         if result.verdict is TxVerdict.REFUSED:

@@ -113,11 +113,25 @@ def test_context_inside_workflows_and_steps(engine_factory: Any) -> None:
         seen["tx id"] = engine.current_workflow_id()
         seen["tx key"] = engine.step_idempotency_key()
 
+    @eng.step()
+    def plain_number() -> str:
+        return engine.step_idempotency_key()
+
+    @eng.step()
+    def inner() -> str:
+        return engine.step_idempotency_key()
+
+    @eng.step()
+    def outer() -> str:
+        return inner()  # a step inside a step: an ordinary call, under the outer's key
+
     @eng.workflow()
     def wf() -> None:
         seen["workflow id"] = engine.current_workflow_id()
         plain()
         in_transaction()
+        seen["nested key"] = outer()
+        seen["after nested"] = plain_number()
         with pytest.raises(engine.OnceflowError, match="outside a step"):
             engine.step_idempotency_key()
 
@@ -130,6 +144,8 @@ def test_context_inside_workflows_and_steps(engine_factory: Any) -> None:
         "plain key": "ctx:1",
         "tx id": "ctx",
         "tx key": "ctx:2",
+        "nested key": "ctx:3",
+        "after nested": "ctx:4",
     }
     with pytest.raises(engine.OnceflowError, match="outside a workflow"):
         engine.current_workflow_id()
