@@ -41,7 +41,8 @@ class InlineGovernor:
     def __init__(self, clock: Any = time.monotonic) -> None:
         self._clock = clock
         self._until: dict[str, float] = {}
-        self._strikes: dict[str, int] = {}
+        # Slow runs in a row, by subscription (only those with some).
+        self.striking: dict[str, int] = {}
 
     def inline(self, sub: Subscription) -> bool:
         if sub.execution != "auto":
@@ -52,12 +53,12 @@ class InlineGovernor:
     def ran(self, sub: Subscription, seconds: float) -> None:
         """An inline run of `sub`'s handler took `seconds`."""
         if seconds <= SLOW:
-            self._strikes.pop(sub.name, None)
+            self.striking.pop(sub.name, None)
             return
-        strikes = self._strikes.get(sub.name, 0) + 1
-        self._strikes[sub.name] = strikes
+        strikes = self.striking.get(sub.name, 0) + 1
+        self.striking[sub.name] = strikes
         if strikes >= STRIKES:
-            del self._strikes[sub.name]
+            del self.striking[sub.name]
             why = f"{strikes} runs in a row over {SLOW * 1000:.0f} ms (the last {seconds * 1000:.0f} ms)"
             self.cool_off(sub, COOL_OFF, why)
 
@@ -90,13 +91,7 @@ def inline_policy(
     them."""
     if not any(governor.inline(s) for s in routes.values()):
         return None
-    lanes: dict[tuple[int, str, int], tuple[TP, object] | None] = {}
-    tps: set[TP] = set()
-    for env in envelopes:
-        sched = scheds[env.topic]
-        tp = (env.topic, env.partition)
-        tps.add(tp)
-        lanes[env.offset, env.topic, env.partition] = sched.lane_of(tp, env.key)
+    tps = {(env.topic, env.partition) for env in envelopes}
     # Per partition, once per batch rather than once per record. Nothing
     # changes either while the batch runs: ownership changes only in this
     # (the consumer's) thread, and so does new work in a lane; worker threads
@@ -105,7 +100,7 @@ def inline_policy(
     with lock:
         mine = {tp for tp in tps if owned(tp)}
         idle = {tp for tp in mine if scheds[tp[0]].idle(tp)}
-    return BatchPolicy(routes, scheds, lock, governor, lanes, mine, idle)
+    return BatchPolicy(routes, scheds, lock, governor, envelopes, mine, idle)
 
 
 class BatchPolicy:
@@ -119,13 +114,16 @@ class BatchPolicy:
         scheds: Mapping[str, Scheduler[Any]],
         lock: threading.RLock,
         governor: InlineGovernor,
-        lanes: dict[tuple[int, str, int], tuple[TP, object] | None],
+        envelopes: list[Envelope],
         owned: set[TP],
         idle: set[TP],
     ) -> None:
         self._routes, self._scheds, self._lock = routes, scheds, lock
-        self._governor, self._lanes = governor, lanes
+        self._governor, self._envelopes = governor, envelopes
         self._owned, self._idle = owned, idle
+        # Each record's lane, by (offset, topic, partition): built only when
+        # a record is not plainly runnable (see __call__).
+        self._lanes: dict[tuple[int, str, int], tuple[TP, object] | None] | None = None
         self._blocked: set[object] = set()
         self.picked: dict[str, Subscription] = {}
 
@@ -133,8 +131,15 @@ class BatchPolicy:
         src = item.source
         assert src is not None
         tp = (src.topic, src.partition)
-        lane = self._lanes[src.offset, src.topic, src.partition]
         sub = self._routes[src.topic]
+        # The usual case, at the cost of a few lookups: a fresh record of an
+        # idle partition (so owned here, nothing queued in any of its lanes)
+        # while no lane of the batch is held back. The rule below says yes
+        # to it too, after looking up its lane.
+        if fresh and not self._blocked and tp in self._idle and self._governor.inline(sub):
+            self.picked[sub.name] = sub
+            return True
+        lane = self._lane_of(src.offset, src.topic, src.partition)
         runnable = (
             fresh
             and tp in self._owned
@@ -148,10 +153,24 @@ class BatchPolicy:
             self._blocked.add(lane)
         return runnable
 
+    def _lane_of(self, offset: int, topic: str, partition: int) -> tuple[TP, object] | None:
+        if self._lanes is None:
+            self._lanes = {
+                (env.offset, env.topic, env.partition): self._scheds[env.topic].lane_of(
+                    (env.topic, env.partition), env.key
+                )
+                for env in self._envelopes
+            }
+        return self._lanes[offset, topic, partition]
+
     def _lane_busy(self, topic: str, lane: tuple[TP, object] | None) -> bool:
         with self._lock:
             return self._scheds[topic].lane_busy(lane)
 
     def ran(self, item: NewWorkflow, seconds: float) -> None:
+        # Called after every inline run: a quick run with no strikes to clear
+        # returns at once.
+        if seconds <= SLOW and not self._governor.striking:
+            return
         assert item.source is not None
         self._governor.ran(self._routes[item.source.topic], seconds)

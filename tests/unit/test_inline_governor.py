@@ -312,3 +312,10 @@ def test_a_record_not_fresh_holds_its_lane_back_for_the_rest_of_the_batch() -> N
         False,
         False,
     ]
+
+
+def test_a_record_not_fresh_holds_back_only_its_own_lane() -> None:
+    # Keys by offset % 3: 6 and 5 are "a", 7 is "b".
+    policy = _policy({("t", 0)}, [5, 6, 7], keys=(b"a", b"b", b"a"))
+    ran = [policy(_item(0, 5, "a"), False), policy(_item(0, 6, "a"), True)]
+    assert [*ran, policy(_item(0, 7, "b"), True)] == [False, False, True]

@@ -27,29 +27,30 @@ from consumers._inline_policy import (
     COOL_OFF_AFTER_FALLBACK,
     SLOW,
     STRIKES,
-    InlineGovernor,
+    BatchPolicy,
 )
-from consumers._subscription import Subscription
 from consumers.testing import ExactlyOnceCheck, produce
+from engine import NewWorkflow
 
 WORKER = "onceflow-worker-"
 COOLS_OFF = "runs on the worker threads for"
 
 
 class Timings:
-    """Every inline run the governors of the process were told about: (name, seconds)."""
+    """Every inline run the batch policies of the process were told about:
+    (workflow name, seconds)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self._lock = threading.Lock()
         self.runs: list[tuple[str, float]] = []
-        ran = InlineGovernor.ran
+        ran = BatchPolicy.ran
 
-        def spy(governor: InlineGovernor, sub: Subscription, seconds: float) -> None:
+        def spy(policy: BatchPolicy, item: NewWorkflow, seconds: float) -> None:
             with self._lock:
-                self.runs.append((sub.name, seconds))
-            ran(governor, sub, seconds)
+                self.runs.append((item.name, seconds))
+            ran(policy, item, seconds)
 
-        monkeypatch.setattr(InlineGovernor, "ran", spy)
+        monkeypatch.setattr(BatchPolicy, "ran", spy)
 
     def slow(self) -> list[float]:
         return [round(s, 4) for _, s in self.runs if s > SLOW]
