@@ -45,10 +45,21 @@ class FreshPartitions:
         ]
 
     def learn(
-        self, envelopes: Sequence[Envelope], recorded: Sequence[Recorded], assigned: Container[TP]
+        self,
+        envelopes: Sequence[Envelope],
+        recorded: Sequence[Recorded],
+        assigned: Container[TP],
+        *,
+        all_inserted: bool = False,
     ) -> None:
         """A batch was recorded: a partition all of whose records in it were
-        inserted now is fresh; one with any recorded before is not."""
+        inserted now is fresh; one with any recorded before is not.
+        `all_inserted`: the caller knows every record was."""
+        if all_inserted:
+            self._fresh.update(
+                tp for tp in {(env.topic, env.partition) for env in envelopes} if tp in assigned
+            )
+            return
         inserted: dict[TP, bool] = {}
         for env, rec in zip(envelopes, recorded, strict=True):
             tp = (env.topic, env.partition)

@@ -228,8 +228,16 @@ class GroupConsumer:
 
     def _settle(self, envelopes: list[Envelope], recorded: list[Recorded]) -> None:
         # Only now, with the batch durable in Postgres, may Kafka move on.
-        self._store_offsets(envelopes)
-        self._fresh.learn(envelopes, recorded, self._assigned)
+        tps = self._store_offsets(envelopes)
+        completed = all(r.disposition is Disposition.COMPLETED for r in recorded)
+        self._fresh.learn(envelopes, recorded, self._assigned, all_inserted=completed)
+        if completed and tps <= self._assigned:
+            # The usual inline batch: all run to their end, nothing to queue.
+            self.stats.recorded += len(recorded)
+            self.stats.succeeded += len(recorded)
+            self.lanes.retry_releases()
+            self.lanes.dispatch()
+            return
         release: list[str] = []
         with self._lock:
             for env, rec in zip(envelopes, recorded, strict=True):
@@ -302,7 +310,8 @@ class GroupConsumer:
             for sub in inline.picked.values():
                 self._governor.cool_off(sub, COOL_OFF_AFTER_FALLBACK, "an inline batch fell back")
 
-    def _store_offsets(self, envelopes: list[Envelope]) -> None:
+    def _store_offsets(self, envelopes: list[Envelope]) -> set[TP]:
+        """Store the offsets after `envelopes`; the partitions they are of."""
         top: dict[TP, int] = {}
         for env in envelopes:
             tp = (env.topic, env.partition)
@@ -317,6 +326,7 @@ class GroupConsumer:
                 self._consumer.store_offsets(offsets=offsets)
             except KafkaException as exc:  # partition revoked meanwhile: redelivery dedups
                 log.info("group %s: offsets not stored (%s)", self.group, exc)
+        return set(top)
 
     # -- periodic work: backpressure, hand-over, waiting on others ------------
 

@@ -93,6 +93,9 @@ class SourceIntake:
                 inserted, completed = sent.finish()
             except InlineAbort as exc:
                 log.info("inline batch of %d falls back to ordinary runs: %s", len(batch), exc)
+        if len(completed) == len(batch):
+            # The usual inline batch: every workflow ran to its end here.
+            return [Recorded(item.workflow_id, Disposition.COMPLETED) for item in batch]
         if inserted is None:
             inserted = self.insert_batch(batch)
         outcome: dict[str, Recorded] = {}

@@ -73,3 +73,11 @@ def test_partitions_not_assigned_or_forgotten_are_asked_about() -> None:
     )
     fresh.forget([("t", 1)])
     assert _asked(fresh) == ["wf-1-9", "wf-2-9"]
+
+
+def test_told_all_were_inserted_every_assigned_partition_of_the_batch_is_fresh() -> None:
+    fresh = FreshPartitions()
+    envelopes = [_envelope(0, 1), _envelope(1, 1), _envelope(0, 2)]
+    recorded = [Recorded(f"wf-{e.partition}-{e.offset}", Disposition.COMPLETED) for e in envelopes]
+    fresh.learn(envelopes, recorded, {("t", 0)}, all_inserted=True)  # 1 was revoked meanwhile
+    assert _asked(fresh) == ["wf-1-9", "wf-2-9"]
