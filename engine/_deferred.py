@@ -100,7 +100,10 @@ class DeferringConnection:
             return self._conn.execute(query, params, prepare=prepare, binary=binary)
         # The parameters as they are now: a caller may reuse the object for
         # its next statement before this one is sent (a shallow copy).
-        params = dict(params) if isinstance(params, Mapping) else tuple(params)
+        # (A tuple is kept as it is; the type test first spares the slow
+        # isinstance of an ABC on every statement.)
+        if type(params) is not tuple:
+            params = dict(params) if isinstance(params, Mapping) else tuple(params)
         placeholder = DeferredCursor(self)
         self._queue.append((query, params, weakref.ref(placeholder)))
         return placeholder

@@ -84,13 +84,16 @@ class Shape:
         """All rows' parameters in statement order; raises ValueError when a
         row does not fit the statement (psycopg then says why, unbatched)."""
         out: list[Any] = []
+        names, width = self.names, self.width
         for p in params:
-            if self.names is not None:
+            if names is not None:
                 if not isinstance(p, Mapping):
                     raise ValueError("named placeholders need a mapping")
-                out.extend(p[n] for n in self.names)
+                out.extend(p[n] for n in names)
             else:
-                if isinstance(p, Mapping) or len(p) != self.width:
+                # A tuple (what DeferringConnection keeps) is no mapping: the
+                # type test spares the slow isinstance of an ABC per row.
+                if (type(p) is not tuple and isinstance(p, Mapping)) or len(p) != width:
                     raise ValueError("wrong number of parameters")
                 out.extend(p)
         return out
