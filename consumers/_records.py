@@ -10,7 +10,7 @@ from confluent_kafka import Message
 
 from engine import NewWorkflow, Source
 
-from ._event import Envelope, EnvelopeDocument
+from ._event import Envelope, EnvelopeDocument, Headers
 from ._ids import workflow_id
 from ._subscription import BadRecord, Subscription
 
@@ -19,9 +19,7 @@ def envelope(msg: Message) -> Envelope:
     topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
     assert topic is not None and partition is not None and offset is not None
     ts_type, ts = msg.timestamp()
-    headers = msg.headers() or []
-    if isinstance(headers, dict):
-        headers = list(headers.items())
+    headers = msg.headers()
     return Envelope(
         topic,
         partition,
@@ -29,8 +27,14 @@ def envelope(msg: Message) -> Envelope:
         msg.key(),
         msg.value(),
         ts if ts_type else None,
-        tuple((k, v.encode() if isinstance(v, str) else v) for k, v in headers),
+        _headers(headers) if headers else (),
     )
+
+
+def _headers(headers: Any) -> Headers:
+    if isinstance(headers, dict):
+        headers = list(headers.items())
+    return tuple((k, v.encode() if isinstance(v, str) else v) for k, v in headers)
 
 
 def new_workflow(group: str, sub: Subscription, topic_id: str, env: Envelope) -> NewWorkflow:

@@ -63,6 +63,18 @@ def test_without_keep_inputs_only_the_rows_run_inline_lose_their_input() -> None
     assert rows[0]["source_offset"] == 0  # where its record is stays known
 
 
+def test_a_batch_all_run_inline_has_the_same_rows_but_their_inputs() -> None:
+    batch = [*_batch({"n": 0}, {"n": 1}), NewWorkflow("wf-free", "flow", (2,))]
+    outputs = {"wf-0": "0", "wf-1": '{"ok": 1}', "wf-free": "null"}
+
+    kept = _rows(batch_document(batch, outputs))
+    dropped = _rows(batch_document(batch, outputs, keep_inputs=False))
+
+    assert [r["input"] for r in dropped] == [None, None, None]
+    assert dropped == [{**r, "input": None} for r in kept]
+    assert [r["status"] for r in dropped] == ["SUCCESS"] * 3
+
+
 @pytest.mark.parametrize("bad", [object(), "nul \x00 inside"], ids=["object", "nul"])
 def test_an_input_that_cannot_be_stored_is_named(bad: object) -> None:
     with pytest.raises(SerializationError, match="the input of 'flow'"):
