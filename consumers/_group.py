@@ -163,7 +163,7 @@ class GroupConsumer:
         batch before, so it goes on while Postgres commits that one), settle
         the batch before, and send this one."""
         envelopes = [envelope(msg) for msg in records]
-        items = [self._workflow_for(env) for env in envelopes]
+        items = self._workflows_for(envelopes)
         lookup = self._send_lookup(items)
         self._finish_sent()
         self._send(envelopes, items, lookup)
@@ -187,7 +187,7 @@ class GroupConsumer:
         touches Postgres or the lanes from this thread."""
         if self._check_rewinds(envelopes):
             # A topic was recreated: its workflow IDs change with its ID.
-            items = [self._workflow_for(env) for env in envelopes]
+            items = self._workflows_for(envelopes)
         self.stats.consumed += len(envelopes)
         self.stats.bad_records += sum(1 for item in items if item.failure is not None)
         _faults.reached("before_record")
@@ -266,8 +266,9 @@ class GroupConsumer:
         self.lanes.retry_releases()
         self.lanes.dispatch()
 
-    def _workflow_for(self, env: Envelope) -> NewWorkflow:
-        return new_workflow(self.group, self.routes[env.topic], self._topic_ids[env.topic], env)
+    def _workflows_for(self, envelopes: list[Envelope]) -> list[NewWorkflow]:
+        group, routes, ids = self.group, self.routes, self._topic_ids
+        return [new_workflow(group, routes[e.topic], ids[e.topic], e) for e in envelopes]
 
     def _owns(self, tp: TP) -> bool:
         """Whether `tp` is assigned here with its hand-over done (call under _lock)."""

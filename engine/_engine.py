@@ -22,6 +22,7 @@ import psycopg
 
 from . import _migrate
 from ._config import build_settings
+from ._context import _workflow
 from ._db import Database, Row, session_tag
 from ._errors import (
     OnceflowError,
@@ -31,6 +32,7 @@ from ._errors import (
 )
 from ._handle import WorkflowHandle
 from ._inline import InlinePolicy
+from ._inline import run_step as run_inline_step
 from ._lookup import Lookup
 from ._models import (
     Claimed,
@@ -163,6 +165,13 @@ class Engine:
 
             @functools.wraps(fn)
             def run(*args: P.args, **kwargs: P.kwargs) -> R:
+                # A step of an inline run, the commonest call, goes straight
+                # to it (call_step decides the same, one call further down).
+                ctx = _workflow.get()
+                if ctx is not None and ctx.inline is not None and not ctx.step:
+                    number = ctx.next_step
+                    ctx.next_step = number + 1
+                    return run_inline_step(ctx, number, spec, args, kwargs)  # type: ignore[no-any-return]
                 return call_step(spec, args, kwargs)  # type: ignore[no-any-return]
 
             return run
