@@ -44,7 +44,8 @@ class Subscription:
             if envelope.value is None:
                 raise BadRecord(f"record has no value; {self.model.__name__} expected")
             try:
-                value = self.model.model_validate_json(envelope.value)
+                # model_validate_json's own work, one Python call fewer per record.
+                value = self.model.__pydantic_validator__.validate_json(envelope.value)
             except ValidationError as exc:
                 raise BadRecord(
                     f"value does not fit {self.model.__name__}: {exc.error_count()} errors",
