@@ -55,6 +55,10 @@ from ._writer import CheckpointWriter
 
 log = logging.getLogger("onceflow.engine")
 
+# Windows of created_at a listing of successes tries, newest first, before
+# the whole table: each reads about the rows created within it.
+_LISTING_WINDOWS = ("1 minute", "15 minutes", "4 hours", "3 days", "60 days")
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -413,10 +417,26 @@ class Engine:
     def list_workflows(
         self, *, status: Status | str | None = None, name: str | None = None, limit: int = 100
     ) -> list[WorkflowStatus]:
+        """The `limit` newest workflows (by created_at), of one status and
+        name if given.
+
+        Raises:
+            ValueError: on an unknown status or a limit below 1.
+        """
         st = None if status is None else Status(status).value
-        rows = self._db.fetch_all(
-            self._q["list_workflows"], {"status": st, "name": name, "limit": limit}
-        )
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        params: dict[str, Any] = {"status": st, "name": name, "limit": limit}
+        # Successes have no B-tree of their own (migration 0005): their
+        # listings, and those of every status, read the newest rows first,
+        # through the BRIN index on created_at, and widen the window only
+        # while it holds fewer than `limit` rows. Unfinished workflows are
+        # listed through their partial B-tree at once.
+        windows = _LISTING_WINDOWS if st in (None, Status.SUCCESS.value) else ()
+        for window in (*windows, None):
+            rows = self._db.fetch_all(self._q["list_workflows"], {**params, "window": window})
+            if len(rows) >= limit:
+                break
         return [workflow_status(r) for r in rows]
 
     def get_steps(self, workflow_id: str) -> list[StepRecord]:

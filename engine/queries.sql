@@ -183,12 +183,17 @@ FROM {schema}.workflows
 WHERE workflow_id = %(workflow_id)s;
 
 -- name: list_workflows
+-- Newest first, created within %(window)s of now (NULL: ever). Unfinished
+-- statuses are read through their partial B-tree; successes and every
+-- status through the BRIN index on created_at, one window at a time
+-- (migrations/0005_lighter_listing_indexes.sql).
 SELECT workflow_id, name, status, input, output, error, owner, epoch, attempts,
        created_at, updated_at, source_group, source_topic, source_partition,
        source_offset, ordering_key
 FROM {schema}.workflows
 WHERE (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(name)s::text IS NULL OR name = %(name)s)
+  AND created_at >= COALESCE(now() - %(window)s::interval, '-infinity')
 ORDER BY created_at DESC, workflow_id
 LIMIT %(limit)s;
 

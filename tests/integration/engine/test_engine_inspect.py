@@ -93,3 +93,44 @@ def test_list_workflows_by_status_and_name(engine_factory: Any) -> None:
     assert failed.error is not None and failed.error["message"] == "no"
     release.set()
     wait_until(lambda: not eng.list_workflows(status="PENDING"), timeout=10, what="the rest")
+
+
+def test_listings_reach_back_past_the_recent_windows(
+    engine_factory: Any, database_url: str
+) -> None:
+    # Successes are listed through widening windows of created_at (migration
+    # 0005): the newest first, however far back the rest lie.
+    ages = {
+        "now-a": "1 second",
+        "now-b": "2 seconds",
+        "now-c": "3 seconds",
+        "hours-a": "2 hours",
+        "hours-b": "3 hours",
+        "days": "10 days",
+        "years": "2 years",
+    }
+    rows = ", ".join(
+        f"('{wid}', 'flow', 'SUCCESS', now() - interval '{age}')" for wid, age in ages.items()
+    )
+    rows += ", ('old-error', 'flow', 'ERROR', now() - interval '3 years')"
+    engine_flows.query(
+        database_url,
+        "INSERT INTO onceflow.workflows (workflow_id, name, status, created_at)"
+        f" VALUES {rows} RETURNING 1",
+    )
+    eng = engine_factory()
+    eng.launch()
+
+    def listed(**query: Any) -> list[str]:
+        return [w.workflow_id for w in eng.list_workflows(**query)]
+
+    newest_first = list(ages)
+    assert listed(status="SUCCESS", limit=2) == newest_first[:2]
+    assert listed(status="SUCCESS", limit=4) == newest_first[:4]
+    assert listed(status="SUCCESS") == newest_first
+    assert listed() == [*newest_first, "old-error"]
+    assert listed(limit=6) == newest_first[:6]
+    assert listed(status="ERROR") == ["old-error"]
+    assert listed(status="SUCCESS", name="other") == []
+    with pytest.raises(ValueError, match="limit"):
+        eng.list_workflows(limit=0)

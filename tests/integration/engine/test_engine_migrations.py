@@ -42,7 +42,8 @@ EXPECTED_INDEXES = {
     "workflows_pending_owner": "(owner) WHERE (status = 'PENDING'::text)",
     "workflows_pending_source": "(source_group, source_topic, source_partition, source_offset)"
     " WHERE (status = 'PENDING'::text)",
-    "workflows_status_created": "(status, created_at DESC)",
+    "workflows_unfinished_created": "(status, created_at DESC) WHERE (status <> 'SUCCESS'::text)",
+    "workflows_created_brin": "USING brin (created_at) WITH (autosummarize='on')",
     "steps_pkey": "(workflow_id, step)",
     "executors_pkey": "(executor_id)",
     "schema_migrations_pkey": "(version)",
@@ -54,6 +55,7 @@ APPLIED = [
     (2, "no_statistics_on_payloads"),
     (3, "light_statistics"),
     (4, "inputs_optional"),
+    (5, "lighter_listing_indexes"),
 ]
 
 
@@ -67,7 +69,7 @@ def applied(url: str) -> list[tuple[int, str]]:
 
 
 def test_second_migration_applies_nothing(empty_database_url: str) -> None:
-    assert engine.migrate_database(empty_database_url) == [1, 2, 3, 4]
+    assert engine.migrate_database(empty_database_url) == [1, 2, 3, 4, 5]
     assert engine.migrate_database(empty_database_url) == []
     assert applied(empty_database_url) == APPLIED
 
@@ -126,7 +128,7 @@ def test_two_processes_migrating_at_once_both_succeed(
     finally:
         spawned.close()
 
-    assert results == [[], [1, 2, 3, 4]]  # one applied them, the other waited and found them done
+    assert results == [[], [1, 2, 3, 4, 5]]  # one applied them, the other waited and found them done
     assert applied(empty_database_url) == APPLIED
 
 
