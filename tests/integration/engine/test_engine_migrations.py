@@ -128,7 +128,8 @@ def test_two_processes_migrating_at_once_both_succeed(
     finally:
         spawned.close()
 
-    assert results == [[], [1, 2, 3, 4, 5]]  # one applied them, the other waited and found them done
+    # One applied them, the other waited and found them done.
+    assert results == [[], [1, 2, 3, 4, 5]]
     assert applied(empty_database_url) == APPLIED
 
 
