@@ -30,6 +30,7 @@ its measured rate. Figures are printed, never asserted (DESIGN.md §8).
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -108,6 +109,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rate", type=float, default=0.0, help="latency load, events/s (default: half Onceflow's)"
     )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the systems this many times, interleaved; ratios per round and their median",
+    )
     p.add_argument("--latency-seconds", type=float, default=0.0, help="default 60 (quick: 10)")
     p.add_argument("--no-latency", action="store_true")
     p.add_argument("--duration", type=float, default=60.0, help="--backlog: seconds to sample")
@@ -167,57 +174,27 @@ def _compare(svc: Services, args: argparse.Namespace, extra_env: dict[str, str])
     if unknown:
         choices = ", ".join(SYSTEMS + EXTRA_SYSTEMS)
         raise SystemExit(f"unknown systems {sorted(unknown)}; choose from {choices}")
+    if args.rounds < 1:
+        raise SystemExit(f"--rounds must be at least 1, not {args.rounds}")
     topic = _topic(svc, args.partitions, args.records, "produce")
     if topic.records != args.records:
         raise SystemExit(f"topic holds {topic.records} records, {args.records} produced")
-    results: list[RunResult] = []
+    rounds: list[list[RunResult]] = []
     latencies: list[tuple[str, latency.LatencyResult]] = []
     # Each Onceflow mode that ran, and the environment its service runs with.
     modes: list[tuple[RunResult, dict[str, str]]] = []
     try:
-        if "plain-batched" in systems:
-            say("run        plain consumer, one batched INSERT per poll (at-least-once)")
-            results.append(run_plain(svc, topic, "batched", topic.ends))
-            report.line(results[-1])
-        if "plain-per-event" in systems:
-            count = args.per_event_records or topic.records
-            say(f"run        plain consumer, one autocommit INSERT per event ({count:,} records)")
-            results.append(run_plain(svc, topic, "per-event", topic.first(count)))
-            report.line(results[-1])
-        if "floor" in systems:
-            say("run        floor: Onceflow's rows (workflow, 3 steps, effect), one tx per poll")
-            results.append(run_plain(svc, topic, "floor", topic.ends))
-            report.line(results[-1])
-        if "floor-compact" in systems:
-            say("run        floor-compact: a row per workflow ID + the effect, one tx per poll")
-            results.append(run_plain(svc, topic, "floor-compact", topic.ends))
-            report.line(results[-1])
-        for system, execution, what in ONCEFLOW_MODES:
-            if system not in systems:
-                continue
-            say(f"run        onceflow service, {what} (2 steps + 1 transaction step, exactly-once)")
-            env = {**extra_env, "OFBENCH_EXECUTION": execution} if execution else extra_env
-            opts = OnceflowOptions(
-                extra_env=env,
-                keep=args.keep,
-                py_spy=args.py_spy,
-                py_spy_args=tuple(args.py_spy_args.split()),
-                statements=args.statements,
-                source=args.source.resolve(),
-            )
-            results.append(run_onceflow(svc, topic, system, opts))
-            modes.append((results[-1], env))
-            report.line(results[-1])
-        if "dbos" in systems:
-            if dbos_run.installed():
-                say("run        DBOS Transact Kafka consumer (same work)")
-                results.append(dbos_run.run_dbos(svc, topic))
-                report.line(results[-1])
-            else:
-                say("dbos: not installed")
+        for number in range(1, args.rounds + 1):
+            if args.rounds > 1:
+                say(f"round      {number} of {args.rounds}")
+            modes.clear()
+            rounds.append(_round(svc, topic, systems, args, extra_env, modes))
         # Latency of each Onceflow mode at half the rate it reached (or --rate).
         for run, env in [] if args.no_latency else modes:
-            rate = args.rate or max(1.0, round(run.rate / 2))
+            reached = statistics.median(
+                r.rate for one in rounds for r in one if r.system == run.system
+            )
+            rate = args.rate or max(1.0, round(reached / 2))
             say(f"latency    {run.system} at {rate:,.0f} events/s for {args.latency_seconds:.0f}s")
             latencies.append(
                 (
@@ -229,7 +206,60 @@ def _compare(svc: Services, args: argparse.Namespace, extra_env: dict[str, str])
             )
     finally:
         infra.delete_topics(svc.bootstrap, [topic.name])
-    return report.compare(results, latencies, topic, args)
+    return report.compare(rounds, latencies, topic, args)
+
+
+def _round(
+    svc: Services,
+    topic: Topic,
+    systems: set[str],
+    args: argparse.Namespace,
+    extra_env: dict[str, str],
+    modes: list[tuple[RunResult, dict[str, str]]],
+) -> list[RunResult]:
+    """Each chosen system once, one after another, on the same records."""
+    results: list[RunResult] = []
+    if "plain-batched" in systems:
+        say("run        plain consumer, one batched INSERT per poll (at-least-once)")
+        results.append(run_plain(svc, topic, "batched", topic.ends))
+        report.line(results[-1])
+    if "plain-per-event" in systems:
+        count = args.per_event_records or topic.records
+        say(f"run        plain consumer, one autocommit INSERT per event ({count:,} records)")
+        results.append(run_plain(svc, topic, "per-event", topic.first(count)))
+        report.line(results[-1])
+    if "floor" in systems:
+        say("run        floor: Onceflow's rows (workflow, 3 steps, effect), one tx per poll")
+        results.append(run_plain(svc, topic, "floor", topic.ends))
+        report.line(results[-1])
+    if "floor-compact" in systems:
+        say("run        floor-compact: a row per workflow ID + the effect, one tx per poll")
+        results.append(run_plain(svc, topic, "floor-compact", topic.ends))
+        report.line(results[-1])
+    for system, execution, what in ONCEFLOW_MODES:
+        if system not in systems:
+            continue
+        say(f"run        onceflow service, {what} (2 steps + 1 transaction step, exactly-once)")
+        env = {**extra_env, "OFBENCH_EXECUTION": execution} if execution else extra_env
+        opts = OnceflowOptions(
+            extra_env=env,
+            keep=args.keep,
+            py_spy=args.py_spy,
+            py_spy_args=tuple(args.py_spy_args.split()),
+            statements=args.statements,
+            source=args.source.resolve(),
+        )
+        results.append(run_onceflow(svc, topic, system, opts))
+        modes.append((results[-1], env))
+        report.line(results[-1])
+    if "dbos" in systems:
+        if dbos_run.installed():
+            say("run        DBOS Transact Kafka consumer (same work)")
+            results.append(dbos_run.run_dbos(svc, topic))
+            report.line(results[-1])
+        else:
+            say("dbos: not installed")
+    return results
 
 
 def _scaling(svc: Services, args: argparse.Namespace, extra_env: dict[str, str]) -> int:
