@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -46,6 +47,11 @@ from ._subscription import Subscription
 from ._topics import describe_topics, patiently
 
 log = logging.getLogger("onceflow.consumer")
+
+
+# An envelope's partition, and its offset (for passes over a whole batch).
+_TP_OF = attrgetter("topic", "partition")
+_OFFSET_OF = attrgetter("offset")
 
 
 @dataclass
@@ -314,10 +320,11 @@ class GroupConsumer:
 
     def _store_offsets(self, envelopes: list[Envelope]) -> set[TP]:
         """Store the offsets after `envelopes`; the partitions they are of."""
-        top: dict[TP, int] = {}
-        for env in envelopes:
-            tp = (env.topic, env.partition)
-            top[tp] = max(top.get(tp, -1), env.offset)
+        # A partition's records come in offset order, so its last is the
+        # one to store after; built at C speed (this runs for every record).
+        top: dict[TP, int] = dict(
+            zip(map(_TP_OF, envelopes), map(_OFFSET_OF, envelopes), strict=True)
+        )
         offsets = [
             TopicPartition(t, p, o + 1) for (t, p), o in top.items() if (t, p) in self._assigned
         ]
