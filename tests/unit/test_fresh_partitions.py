@@ -81,3 +81,11 @@ def test_told_all_were_inserted_every_assigned_partition_of_the_batch_is_fresh()
     recorded = [Recorded(f"wf-{e.partition}-{e.offset}", Disposition.COMPLETED) for e in envelopes]
     fresh.learn(envelopes, recorded, {("t", 0)}, all_inserted=True)  # 1 was revoked meanwhile
     assert _asked(fresh) == ["wf-1-9", "wf-2-9"]
+
+
+def test_a_batch_all_of_fresh_partitions_asks_nothing_and_one_without_source_asks() -> None:
+    fresh = FreshPartitions()
+    _learn(fresh, {(0, 1): Disposition.NEW, (1, 1): Disposition.NEW}, assigned={0, 1})
+    assert fresh.to_ask([_item(0, 5), _item(1, 5), _item(0, 6)]) == []
+    sourceless = NewWorkflow("wf-x", "flow", ())
+    assert fresh.to_ask([_item(0, 7), sourceless]) == [sourceless]
