@@ -60,6 +60,21 @@ class LatencyResult:
     # The half second of produce times whose records took longest: (seconds
     # after the first record was offered, median produce->complete ms).
     slowest: tuple[float, float] | None = None
+    # p99 of each 5 s of produce times: (seconds after the first record
+    # offered, p99 ms).
+    p99_by_5s: list[tuple[float, float]] = field(default_factory=list)
+
+
+def _windows(rows: list[tuple[float, float]], width_ms: float) -> dict[int, list[float]]:
+    """(produced_ms, latency_ms) rows by `width_ms` window of produce time
+    (0: the window of the first record produced), latencies sorted."""
+    first = min(p for p, _ in rows)
+    windows: dict[int, list[float]] = {}
+    for produced, latency in rows:
+        windows.setdefault(int((produced - first) // width_ms), []).append(latency)
+    for values in windows.values():
+        values.sort()
+    return windows
 
 
 def slowest_window(
@@ -70,12 +85,24 @@ def slowest_window(
     record, that median)."""
     if not rows:
         return None
-    first = min(p for p, _ in rows)
-    windows: dict[int, list[float]] = {}
-    for produced, latency in rows:
-        windows.setdefault(int((produced - first) // width_ms), []).append(latency)
-    index, values = max(windows.items(), key=lambda kv: sorted(kv[1])[len(kv[1]) // 2])
-    return index * width_ms / 1000, sorted(values)[len(values) // 2]
+    windows = _windows(rows, width_ms)
+    index, values = max(windows.items(), key=lambda kv: kv[1][len(kv[1]) // 2])
+    return index * width_ms / 1000, values[len(values) // 2]
+
+
+def timeline(
+    rows: list[tuple[float, float]], width_ms: float = 5000.0
+) -> list[tuple[float, float]]:
+    """Of (produced_ms, latency_ms) rows: each `width_ms` window's p99, as
+    (seconds after the first record, p99 ms), in time order. Shows whether
+    a run's tail is one stall or spread over the run."""
+    if not rows:
+        return []
+    windows = _windows(rows, width_ms)
+    return [
+        (index * width_ms / 1000, percentiles(values)[0.99])
+        for index, values in sorted(windows.items())
+    ]
 
 
 def _after(warmup: float, window: tuple[float, float] | None) -> tuple[float, float] | None:
@@ -156,6 +183,8 @@ def run_latency(
                 check = onceflow_result(conn, topic, "latency")
     finally:
         infra.delete_topics(svc.bootstrap, [topic_name])
+    # (produced_ms, produce->complete ms) of each measured record.
+    timed = [(float(r[2]), float(r[1])) for r in rows]
     return LatencyResult(
         offered=rate,
         achieved=achieved,
@@ -171,5 +200,6 @@ def run_latency(
         problems=check.problems,
         disk_peak=disk.peak,
         disk_peak_at=disk.peak_at,
-        slowest=_after(warmup, slowest_window([(float(r[2]), float(r[1])) for r in rows])),
+        slowest=_after(warmup, slowest_window(timed)),
+        p99_by_5s=[(at + warmup, p99) for at, p99 in timeline(timed)],
     )

@@ -135,6 +135,9 @@ def compare(
                 f"  slowest  0.5 s of records produced at +{lat.slowest[0]:.1f} s:"
                 f" median {lat.slowest[1]:.1f} ms"
             )
+        if lat.p99_by_5s:
+            shown = "  ".join(f"+{at:.0f}s {p99:.0f}" for at, p99 in lat.p99_by_5s)
+            say(f"  p99 ms by 5 s of produce time: {shown}")
         if lat.disk_peak_at is not None:
             say(
                 f"  disk     busiest 0.5 s of the machine's writes at +{lat.disk_peak_at:.1f} s"

@@ -3,7 +3,7 @@ records that waited longest were produced, to set beside the disk's writes."""
 
 from __future__ import annotations
 
-from bench.latency import slowest_window
+from bench.latency import slowest_window, timeline
 
 
 def test_the_window_with_the_highest_median_is_found_and_timed_from_the_first_record() -> None:
@@ -20,3 +20,10 @@ def test_one_slow_record_does_not_make_a_window_slow() -> None:
 
 def test_no_rows_no_window() -> None:
     assert slowest_window([]) is None
+
+
+def test_the_timeline_gives_each_five_seconds_its_p99_in_order() -> None:
+    rows = [(10_000.0 + i, 10.0) for i in range(0, 15_000, 10)]  # 15 s of 10 ms records
+    rows += [(16_000.0 + i, 400.0) for i in range(0, 200, 10)]  # a stall at +6 s
+    assert timeline(rows) == [(0.0, 10.0), (5.0, 400.0), (10.0, 10.0)]
+    assert timeline([]) == []
