@@ -63,6 +63,8 @@ class LatencyResult:
     # p99 of each 5 s of produce times: (seconds after the first record
     # offered, p99 ms).
     p99_by_5s: list[tuple[float, float]] = field(default_factory=list)
+    # Wall clock of the first record offered: to find the run in Postgres's log.
+    began_at: float | None = None
 
 
 def _windows(rows: list[tuple[float, float]], width_ms: float) -> dict[int, list[float]]:
@@ -145,7 +147,7 @@ def run_latency(
                 disk = DiskWrites()
                 disk.start()
                 progress = infra.Progress(every=5.0)
-                began = time.monotonic()
+                began, began_at = time.monotonic(), time.time()
                 sent = infra.produce_at_rate(
                     svc.bootstrap,
                     topic_name,
@@ -202,4 +204,5 @@ def run_latency(
         disk_peak_at=disk.peak_at,
         slowest=_after(warmup, slowest_window(timed)),
         p99_by_5s=[(at + warmup, p99) for at, p99 in timeline(timed)],
+        began_at=began_at,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import statistics
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from bench import measure, workload
 from bench.backlog import BacklogResult
@@ -123,6 +124,9 @@ def compare(
             f" achieved), {lat.measured:,} records after a {lat.warmup:,}-record warm-up;"
             f" peak RSS {_mb(lat.peak_rss)} MB, busy {lat.busy * 100:.0f}%"
         )
+        if lat.began_at is not None:
+            began = datetime.fromtimestamp(lat.began_at, UTC).strftime("%H:%M:%S.%f")
+            say(f"  offered from {began[:-3]} UTC (+0 s below: to find the run in server logs)")
         for what, values in (
             ("produce->effect  ", lat.effect_ms),
             ("produce->complete", lat.complete_ms),
