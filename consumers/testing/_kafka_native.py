@@ -200,6 +200,11 @@ class NativeKafka(_NativeService):
             "transaction.state.log.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",  # tests should not wait 3 s per group
             "auto.create.topics.enable": "false",  # an unknown topic is an error
+            # Postgres shares this disk: the log written back every second never
+            # piles up for the kernel's write-back, a burst every 30 s that a
+            # Postgres commit would wait behind (bench/README.md, latency tail).
+            "log.flush.interval.ms": "1000",
+            "log.flush.scheduler.interval.ms": "1000",
         }
         self._config.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
         # The log goes to a file: a test run's terminal is no place for broker chatter.
