@@ -35,6 +35,7 @@ from bench.runs import (
     onceflow_result,
     wait_done,
 )
+from bench.speed import MachineSpeed
 
 QUANTILES = (0.50, 0.95, 0.99, 1.0)
 
@@ -65,6 +66,9 @@ class LatencyResult:
     p99_by_5s: list[tuple[float, float]] = field(default_factory=list)
     # Wall clock of the first record offered: to find the run in Postgres's log.
     began_at: float | None = None
+    # The machine's own speed in each of those 5 s windows: a fixed loop's
+    # CPU time over its fastest (bench/speed.py); 1.0 is full speed.
+    slowdown_by_5s: list[float | None] = field(default_factory=list)
 
 
 def _windows(rows: list[tuple[float, float]], width_ms: float) -> dict[int, list[float]]:
@@ -140,6 +144,7 @@ def run_latency(
             services = ServiceGroup(env, [STATE_DIR / f"{name}.log"])
             meter = CpuMeter(name)
             poller = Poller(url)
+            speed = MachineSpeed()
             try:
                 infra.wait_group_stable(svc.bootstrap, group, 1, partitions)
                 time.sleep(1.0)  # assigned partitions resume after the hand-over check
@@ -147,6 +152,7 @@ def run_latency(
                 disk = DiskWrites()
                 disk.start()
                 progress = infra.Progress(every=5.0)
+                speed.start()
                 began, began_at = time.monotonic(), time.time()
                 sent = infra.produce_at_rate(
                     svc.bootstrap,
@@ -166,6 +172,7 @@ def run_latency(
                 peak = services.peak_rss()
                 meter.stop()
             finally:
+                speed.stop()
                 poller.close()
                 services.stop()
             skip = int(rate * warmup)
@@ -187,6 +194,7 @@ def run_latency(
         infra.delete_topics(svc.bootstrap, [topic_name])
     # (produced_ms, produce->complete ms) of each measured record.
     timed = [(float(r[2]), float(r[1])) for r in rows]
+    p99_by_5s = [(at + warmup, p99) for at, p99 in timeline(timed)]
     return LatencyResult(
         offered=rate,
         achieved=achieved,
@@ -203,6 +211,7 @@ def run_latency(
         disk_peak=disk.peak,
         disk_peak_at=disk.peak_at,
         slowest=_after(warmup, slowest_window(timed)),
-        p99_by_5s=[(at + warmup, p99) for at, p99 in timeline(timed)],
+        p99_by_5s=p99_by_5s,
         began_at=began_at,
+        slowdown_by_5s=[speed.slowdown(began + at, began + at + 5.0) for at, _ in p99_by_5s],
     )

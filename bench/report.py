@@ -142,6 +142,12 @@ def compare(
         if lat.p99_by_5s:
             shown = "  ".join(f"+{at:.0f}s {p99:.0f}" for at, p99 in lat.p99_by_5s)
             say(f"  p99 ms by 5 s of produce time: {shown}")
+        # Reports built without the speed samples have none: zip stops short.
+        pairs = zip(lat.p99_by_5s, lat.slowdown_by_5s, strict=False)
+        slowdowns = [(at, x) for (at, _), x in pairs if x]
+        if slowdowns:
+            shown = "  ".join(f"+{at:.0f}s {x:.1f}" for at, x in slowdowns)
+            say(f"  machine  slowdown by 5 s (a fixed loop's CPU time / its fastest): {shown}")
         if lat.disk_peak_at is not None:
             say(
                 f"  disk     busiest 0.5 s of the machine's writes at +{lat.disk_peak_at:.1f} s"

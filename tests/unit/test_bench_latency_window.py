@@ -4,6 +4,7 @@ records that waited longest were produced, to set beside the disk's writes."""
 from __future__ import annotations
 
 from bench.latency import slowest_window, timeline
+from bench.speed import MachineSpeed
 
 
 def test_the_window_with_the_highest_median_is_found_and_timed_from_the_first_record() -> None:
@@ -27,3 +28,15 @@ def test_the_timeline_gives_each_five_seconds_its_p99_in_order() -> None:
     rows += [(16_000.0 + i, 400.0) for i in range(0, 200, 10)]  # a stall at +6 s
     assert timeline(rows) == [(0.0, 10.0), (5.0, 400.0), (10.0, 10.0)]
     assert timeline([]) == []
+
+
+def test_the_machine_slowdown_is_a_span_median_over_the_fastest_tenth() -> None:
+    speed = MachineSpeed()
+    speed.samples = [(0.0, 5_000.0), (0.1, 4_000.0)]  # a fresh process: left out
+    speed.samples += [(1.0 + i, 600.0) for i in range(10)]  # full speed, +1 to +10 s
+    speed.samples += [(11.0 + i, 900.0) for i in range(5)]  # the host takes a third
+    assert speed.full_speed() == 600.0
+    assert speed.slowdown(1.0, 11.0) == 1.0
+    assert speed.slowdown(11.0, 16.0) == 1.5
+    assert speed.slowdown(20.0, 25.0) is None  # no sample there
+    assert MachineSpeed().slowdown(0.0, 1.0) is None
