@@ -440,7 +440,7 @@ class Engine:
         if limit < 1:
             raise ValueError(f"limit must be at least 1, not {limit}")
         params: dict[str, Any] = {"status": st, "name": name, "limit": limit}
-        # Successes have no B-tree of their own (migration 0005): their
+        # Successes have no B-tree of their own (migrations 0005, 0006): their
         # listings, and those of every status, read the newest rows first,
         # through the BRIN index on created_at, and widen the window only
         # while it holds fewer than `limit` rows. Unfinished workflows are

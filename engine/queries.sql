@@ -186,7 +186,7 @@ WHERE workflow_id = %(workflow_id)s;
 -- Newest first, created within %(window)s of now (NULL: ever). Unfinished
 -- statuses are read through their partial B-tree; successes and every
 -- status through the BRIN index on created_at, one window at a time
--- (migrations/0005_lighter_listing_indexes.sql).
+-- (migrations/0005_lighter_listing_indexes.sql, 0006_wider_brin_ranges.sql).
 SELECT workflow_id, name, status, input, output, error, owner, epoch, attempts,
        created_at, updated_at, source_group, source_topic, source_partition,
        source_offset, ordering_key

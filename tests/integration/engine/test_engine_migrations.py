@@ -43,7 +43,8 @@ EXPECTED_INDEXES = {
     "workflows_pending_source": "(source_group, source_topic, source_partition, source_offset)"
     " WHERE (status = 'PENDING'::text)",
     "workflows_unfinished_created": "(status, created_at DESC) WHERE (status <> 'SUCCESS'::text)",
-    "workflows_created_brin": "USING brin (created_at) WITH (autosummarize='on')",
+    "workflows_created_brin": "USING brin (created_at)"
+    " WITH (pages_per_range='512', autosummarize='on')",
     "steps_pkey": "(workflow_id, step)",
     "executors_pkey": "(executor_id)",
     "schema_migrations_pkey": "(version)",
@@ -56,6 +57,7 @@ APPLIED = [
     (3, "light_statistics"),
     (4, "inputs_optional"),
     (5, "lighter_listing_indexes"),
+    (6, "wider_brin_ranges"),
 ]
 
 
@@ -69,7 +71,7 @@ def applied(url: str) -> list[tuple[int, str]]:
 
 
 def test_second_migration_applies_nothing(empty_database_url: str) -> None:
-    assert engine.migrate_database(empty_database_url) == [1, 2, 3, 4, 5]
+    assert engine.migrate_database(empty_database_url) == [1, 2, 3, 4, 5, 6]
     assert engine.migrate_database(empty_database_url) == []
     assert applied(empty_database_url) == APPLIED
 
@@ -129,7 +131,7 @@ def test_two_processes_migrating_at_once_both_succeed(
         spawned.close()
 
     # One applied them, the other waited and found them done.
-    assert results == [[], [1, 2, 3, 4, 5]]
+    assert results == [[], [1, 2, 3, 4, 5, 6]]
     assert applied(empty_database_url) == APPLIED
 
 
