@@ -133,13 +133,14 @@ def run_latency(
     *,
     warmup: float = 2.0,
     extra_env: dict[str, str] | None = None,
+    keep: bool = False,
 ) -> LatencyResult:
     topic_name = infra.unique("ofbench-lat-")
     infra.create_topic(svc.bootstrap, topic_name, partitions)
     name, group = infra.unique("ofbench_lat_"), infra.unique("ofbench-lat-")
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     try:
-        with infra.fresh_database(svc.server_url, name) as url:
+        with infra.fresh_database(svc.server_url, name, keep=keep) as url:
             env = onceflow_env(svc, url, topic_name, group, extra_env or {})
             services = ServiceGroup(env, [STATE_DIR / f"{name}.log"])
             meter = CpuMeter(name)

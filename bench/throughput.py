@@ -129,7 +129,9 @@ def _parser() -> argparse.ArgumentParser:
         "--py-spy", type=float, default=0.0, metavar="S", help="profile the service S seconds"
     )
     p.add_argument("--py-spy-args", default="--gil", help="py-spy record options (default --gil)")
-    p.add_argument("--keep", action="store_true", help="keep the Onceflow run's database")
+    p.add_argument(
+        "--keep", action="store_true", help="keep the Onceflow runs' databases (latency's too)"
+    )
     p.add_argument(
         "--source",
         type=Path,
@@ -200,7 +202,12 @@ def _compare(svc: Services, args: argparse.Namespace, extra_env: dict[str, str])
                 (
                     run.system,
                     latency.run_latency(
-                        svc, args.partitions, rate, args.latency_seconds, extra_env=env
+                        svc,
+                        args.partitions,
+                        rate,
+                        args.latency_seconds,
+                        extra_env=env,
+                        keep=args.keep,
                     ),
                 )
             )
