@@ -26,7 +26,7 @@ import psycopg
 
 from bench import infra
 from bench.infra import STATE_DIR, Poller, Services
-from bench.measure import CpuMeter, DiskWrites
+from bench.measure import CpuMeter, DiskWrites, broker_uptime
 from bench.runs import (
     OnceflowOptions,
     ServiceGroup,
@@ -66,6 +66,8 @@ class LatencyResult:
     p99_by_5s: list[tuple[float, float]] = field(default_factory=list)
     # Wall clock of the first record offered: to find the run in Postgres's log.
     began_at: float | None = None
+    # How long the broker had been up when offering began (None: not seen here).
+    broker_uptime: float | None = None
     # The machine's own speed in each of those 5 s windows: a fixed loop's
     # CPU time over its fastest (bench/speed.py); 1.0 is full speed.
     slowdown_by_5s: list[float | None] = field(default_factory=list)
@@ -154,6 +156,7 @@ def run_latency(
                 disk.start()
                 progress = infra.Progress(every=5.0)
                 speed.start()
+                uptime = broker_uptime()
                 began, began_at = time.monotonic(), time.time()
                 sent = infra.produce_at_rate(
                     svc.bootstrap,
@@ -214,5 +217,6 @@ def run_latency(
         slowest=_after(warmup, slowest_window(timed)),
         p99_by_5s=p99_by_5s,
         began_at=began_at,
+        broker_uptime=uptime,
         slowdown_by_5s=[speed.slowdown(began + at, began + at + 5.0) for at, _ in p99_by_5s],
     )

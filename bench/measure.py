@@ -167,6 +167,18 @@ def background_load(seconds: float = 2.0, top: int = 3) -> tuple[float, list[tup
     return busy_share(machine0, machine1), [u for u in used[:top] if u[1] >= 0.02]
 
 
+def broker_uptime() -> float | None:
+    """Seconds since the youngest Kafka broker on this machine started (a
+    process running `kafka.Kafka`), or None when none is seen here. A broker's
+    JVM compiles its hot code in its first 15 s or so, at 70-90% of a core:
+    latency measured then carries it (bench/README.md)."""
+    started = []
+    for proc in psutil.process_iter(["cmdline", "create_time"]):
+        if "kafka.Kafka" in (proc.info.get("cmdline") or []):
+            started.append(proc.info["create_time"])
+    return time.time() - max(started) if started else None
+
+
 def _shortened(text: str, most: int = 100) -> str:
     """`text` cut in the middle: a command's program and its last arguments
     (a broker's config path, say) tell most."""

@@ -17,6 +17,8 @@ from bench.runs import RunResult, Topic
 # or better, and p99 produce->complete under 50 ms at half Onceflow's rate.
 TARGET_RATIO = 0.5
 TARGET_P99_MS = 50.0
+# A broker up for less than this when the latency run began is flagged.
+BROKER_WARM_SECONDS = 60.0
 
 
 def _mb(value: int | None) -> str:
@@ -127,6 +129,11 @@ def compare(
         if lat.began_at is not None:
             began = datetime.fromtimestamp(lat.began_at, UTC).strftime("%H:%M:%S.%f")
             say(f"  offered from {began[:-3]} UTC (+0 s below: to find the run in server logs)")
+        if lat.broker_uptime is not None and lat.broker_uptime < BROKER_WARM_SECONDS:
+            say(
+                f"  broker   started {lat.broker_uptime:.0f} s before: its JVM warms up in its"
+                " first 15 s or so, and the first windows below carry it"
+            )
         for what, values in (
             ("produce->effect  ", lat.effect_ms),
             ("produce->complete", lat.complete_ms),
