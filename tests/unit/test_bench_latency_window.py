@@ -30,7 +30,7 @@ def test_the_timeline_gives_each_five_seconds_its_p99_in_order() -> None:
     assert timeline([]) == []
 
 
-def test_the_machine_slowdown_is_a_span_median_over_the_fastest_tenth() -> None:
+def test_the_machine_slowdown_is_a_span_mean_over_the_fastest_tenth() -> None:
     speed = MachineSpeed()
     speed.samples = [(0.0, 5_000.0), (0.1, 4_000.0)]  # a fresh process: left out
     speed.samples += [(1.0 + i, 600.0) for i in range(10)]  # full speed, +1 to +10 s
@@ -40,3 +40,12 @@ def test_the_machine_slowdown_is_a_span_median_over_the_fastest_tenth() -> None:
     assert speed.slowdown(11.0, 16.0) == 1.5
     assert speed.slowdown(20.0, 25.0) is None  # no sample there
     assert MachineSpeed().slowdown(0.0, 1.0) is None
+
+
+def test_a_short_slowdown_shows_in_its_span() -> None:
+    speed = MachineSpeed()
+    speed.samples = [(0.0, 5_000.0), (0.1, 4_000.0)]  # a fresh process: left out
+    speed.samples += [(1.0 + i / 4, 600.0) for i in range(12)]  # +1 to +4 s: full speed
+    speed.samples += [(4.0 + i / 4, 1_200.0) for i in range(8)]  # +4 to +6 s: half speed
+    slowdown = speed.slowdown(1.0, 6.0)
+    assert slowdown is not None and 1.3 < slowdown < 1.5  # 2 s of 5 at half speed
