@@ -42,6 +42,7 @@ QUANTILES = (0.50, 0.95, 0.99, 1.0)
 
 @dataclass
 class LatencyResult:
+    services: int  # consumer services in the group
     offered: float
     achieved: float
     measured: int  # records in the percentiles
@@ -136,6 +137,7 @@ def run_latency(
     warmup: float = 2.0,
     extra_env: dict[str, str] | None = None,
     keep: bool = False,
+    services: int = 1,
 ) -> LatencyResult:
     topic_name = infra.unique("ofbench-lat-")
     infra.create_topic(svc.bootstrap, topic_name, partitions)
@@ -144,12 +146,12 @@ def run_latency(
     try:
         with infra.fresh_database(svc.server_url, name, keep=keep) as url:
             env = onceflow_env(svc, url, topic_name, group, extra_env or {})
-            services = ServiceGroup(env, [STATE_DIR / f"{name}.log"])
+            group_of = ServiceGroup(env, [STATE_DIR / f"{name}-{i}.log" for i in range(services)])
             meter = CpuMeter(name)
             poller = Poller(url)
             speed = MachineSpeed()
             try:
-                infra.wait_group_stable(svc.bootstrap, group, 1, partitions)
+                infra.wait_group_stable(svc.bootstrap, group, services, partitions)
                 time.sleep(1.0)  # assigned partitions resume after the hand-over check
                 meter.start()
                 disk = DiskWrites()
@@ -172,13 +174,13 @@ def run_latency(
                 progress.done()
                 ends = infra.end_offsets(svc.bootstrap, topic_name, partitions)
                 topic = Topic(topic_name, partitions, ends)
-                wait_done(services, poller, meter, sent, "latency drain", OnceflowOptions())
-                peak = services.peak_rss()
+                wait_done(group_of, poller, meter, sent, "latency drain", OnceflowOptions())
+                peak = group_of.peak_rss()
                 meter.stop()
             finally:
                 speed.stop()
                 poller.close()
-                services.stop()
+                group_of.stop()
             skip = int(rate * warmup)
             with psycopg.connect(url, autocommit=True) as conn:
                 setting = conn.execute("SHOW track_commit_timestamp").fetchone()
@@ -200,6 +202,7 @@ def run_latency(
     timed = [(float(r[2]), float(r[1])) for r in rows]
     p99_by_5s = [(at + warmup, p99) for at, p99 in timeline(timed)]
     return LatencyResult(
+        services=services,
         offered=rate,
         achieved=achieved,
         measured=len(rows),

@@ -122,8 +122,9 @@ def compare(
     for system, lat in latencies:
         say("")
         say(
-            f"latency    {system} at {lat.offered:,.0f} events/s offered ({lat.achieved:,.0f}/s"
-            f" achieved), {lat.measured:,} records after a {lat.warmup:,}-record warm-up;"
+            f"latency    {system}{_in_services(lat.services)} at {lat.offered:,.0f} events/s"
+            f" offered ({lat.achieved:,.0f}/s achieved), {lat.measured:,} records after a"
+            f" {lat.warmup:,}-record warm-up;"
             f" peak RSS {_mb(lat.peak_rss)} MB, busy {lat.busy * 100:.0f}%"
         )
         if lat.began_at is not None:
@@ -264,3 +265,7 @@ def backlog(r: BacklogResult, records: int) -> int:
     for p in r.problems:
         say(f"  PROBLEM: {p}")
     return 1 if r.duplicates or r.problems else 0
+
+
+def _in_services(services: int) -> str:
+    return "" if services == 1 else f" in {services} services"

@@ -117,6 +117,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--latency-seconds", type=float, default=0.0, help="default 60 (quick: 10)")
     p.add_argument("--no-latency", action="store_true")
+    p.add_argument(
+        "--latency-services",
+        type=int,
+        default=1,
+        metavar="K",
+        help="consumer services in the latency run's group (default 1)",
+    )
     p.add_argument("--duration", type=float, default=60.0, help="--backlog: seconds to sample")
     p.add_argument(
         "--env",
@@ -178,6 +185,11 @@ def _compare(svc: Services, args: argparse.Namespace, extra_env: dict[str, str])
         raise SystemExit(f"unknown systems {sorted(unknown)}; choose from {choices}")
     if args.rounds < 1:
         raise SystemExit(f"--rounds must be at least 1, not {args.rounds}")
+    if not 1 <= args.latency_services <= args.partitions:
+        raise SystemExit(
+            f"--latency-services must be 1 to --partitions ({args.partitions}),"
+            f" not {args.latency_services}"
+        )
     topic = _topic(svc, args.partitions, args.records, "produce")
     if topic.records != args.records:
         raise SystemExit(f"topic holds {topic.records} records, {args.records} produced")
@@ -208,6 +220,7 @@ def _compare(svc: Services, args: argparse.Namespace, extra_env: dict[str, str])
                         args.latency_seconds,
                         extra_env=env,
                         keep=args.keep,
+                        services=args.latency_services,
                     ),
                 )
             )
