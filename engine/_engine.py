@@ -1,18 +1,15 @@
 """The Engine: registration, starting and inspecting workflows, lifecycle.
 
-The Engine is the facade: the work behind some of its methods lives in
-_sources.py (recording and claiming source-fed workflows), _handle.py
-(WorkflowHandle) and _rows.py (rows to and from models).
+The Engine is the facade: the work behind many of its methods lives in
+_sources.py (recording and claiming source-fed workflows), _catalog.py
+(reading, listing and cancelling workflows), _heartbeat.py (the heartbeat
+and the recovery it paces), _decorators.py (what a step's call does),
+_handle.py (WorkflowHandle) and _rows.py (rows to and from models).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import os
-import socket
-import threading
-import time
 import uuid
 from collections.abc import Callable, Container, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -21,18 +18,18 @@ import orjson
 import psycopg
 
 from . import _migrate
+from ._catalog import Catalog
 from ._config import build_settings
-from ._context import _workflow
 from ._db import Database, Row, session_tag
+from ._decorators import step_wrapper, transaction_wrapper
 from ._errors import (
     OnceflowError,
     SerializationError,
     WorkflowConflictError,
-    WorkflowNotFoundError,
 )
 from ._handle import WorkflowHandle
+from ._heartbeat import Heartbeat
 from ._inline import InlinePolicy
-from ._inline import run_step as run_inline_step
 from ._lookup import Lookup
 from ._models import (
     Claimed,
@@ -46,31 +43,14 @@ from ._models import (
 from ._multirow import Tables
 from ._registry import Registry, StepSpec, Workflow, default_name
 from ._retry import RetryPolicy
-from ._rows import claimed_from_row, step_record, workflow_status
-from ._runner import Runner, call_step, call_transaction, error_record
+from ._rows import claimed_from_row
+from ._runner import Runner, error_record
 from ._serialize import dumps
 from ._sources import PendingRecord, SourceIntake
 from ._sql import Queries
 from ._writer import CheckpointWriter
 
 log = logging.getLogger("onceflow.engine")
-
-# Windows of created_at a listing of successes tries, newest first, before
-# the whole table. Each reads about the rows created within it, and each is
-# four times the one before: a listing reads at most about four times the
-# rows it must (while the rows come at a steady rate), and an empty window
-# costs a glance at the BRIN index.
-_LISTING_WINDOWS = (
-    "1 minute",
-    "4 minutes",
-    "15 minutes",
-    "1 hour",
-    "4 hours",
-    "16 hours",
-    "3 days",
-    "12 days",
-    "60 days",
-)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -136,17 +116,16 @@ class Engine:
             for i in range(self.settings.writers)
         ]
         self._runner = Runner(self, self.settings.workers)
-        self._stop = threading.Event()
+        self._catalog = Catalog(self._db, self._q)
+        self._heartbeat = Heartbeat(self._db, self._q, self.settings, self.recover)
         # Inline batches' connections, and their lookups', one each per
         # recording thread (see _sources.py), by (thread ident, role).
         self._inline_conns: dict[tuple[int, str], psycopg.Connection[Any]] = {}
         # Users' tables that take their inline steps' INSERTs multi-row (_multirow.py).
         self._tables = Tables(self._q["table_sees_statements"])
         self._sources = SourceIntake(self)
-        self._heartbeat_thread: threading.Thread | None = None
         self._launched = False
         self._closed = False
-        self._warned_end = False
 
     # -- registration ---------------------------------------------------------
 
@@ -179,19 +158,7 @@ class Engine:
 
         def decorate(fn: Callable[P, R]) -> Callable[P, R]:
             spec = StepSpec(name or default_name(fn), fn, policy, transactional=False)
-
-            @functools.wraps(fn)
-            def run(*args: P.args, **kwargs: P.kwargs) -> R:
-                # A step of an inline run, the commonest call, goes straight
-                # to it (call_step decides the same, one call further down).
-                ctx = _workflow.get()
-                if ctx is not None and ctx.inline is not None and not ctx.step:
-                    number = ctx.next_step
-                    ctx.next_step = number + 1
-                    return run_inline_step(ctx, number, spec, args, kwargs)  # type: ignore[no-any-return]
-                return call_step(spec, args, kwargs)  # type: ignore[no-any-return]
-
-            return run
+            return step_wrapper(spec, fn)
 
         return decorate
 
@@ -217,12 +184,7 @@ class Engine:
             fn: Callable[Concatenate[psycopg.Connection[Any], P], R],
         ) -> Callable[P, R]:
             spec = StepSpec(name or default_name(fn), fn, policy, transactional=True)
-
-            @functools.wraps(fn)
-            def run(*args: P.args, **kwargs: P.kwargs) -> R:
-                return call_transaction(self, spec, args, kwargs)  # type: ignore[no-any-return]
-
-            return run
+            return transaction_wrapper(self, spec, fn)
 
         return decorate
 
@@ -239,7 +201,7 @@ class Engine:
                 _migrate.migrate(self._db, self.settings.schema_name)
             else:
                 _migrate.check_migrated(self._db, self.settings.schema_name)
-            self._beat()
+            self._heartbeat.beat()
             ended = self._db.fetch_all(
                 self._q["end_own_transactions"], {"tag": session_tag(self.executor_id)}
             )
@@ -261,10 +223,7 @@ class Engine:
         # The heartbeat first: from here on launch() returns at once, so a
         # heartbeat not started now would never be, and this executor would
         # look dead while it works (its work claimed, its transactions ended).
-        self._heartbeat_thread = threading.Thread(
-            target=self._heartbeat_loop, name="onceflow-heartbeat", daemon=True
-        )
-        self._heartbeat_thread.start()
+        self._heartbeat.start()
         try:
             self.recover()
         except OnceflowError as exc:  # Postgres went away just now
@@ -283,9 +242,7 @@ class Engine:
                 "%d workflows still running at shutdown; releasing them",
                 self._runner.active_count(),
             )
-        self._stop.set()
-        if self._heartbeat_thread is not None:
-            self._heartbeat_thread.join(5)
+        self._heartbeat.stop()
         for writer in self._writers:
             writer.stop()
         try:
@@ -310,61 +267,6 @@ class Engine:
     def _require_launched(self) -> None:
         if not self._launched or self._closed:
             raise OnceflowError("the engine is not running: call launch() first")
-
-    def _beat(self) -> None:
-        self._db.execute(
-            self._q["heartbeat"],
-            {
-                "executor_id": self.executor_id,
-                "hostname": socket.gethostname(),
-                "pid": os.getpid(),
-            },
-        )
-
-    def _heartbeat_loop(self) -> None:
-        recover_every = max(self.settings.heartbeat, self.settings.lease / 2)
-        last_recovery = time.monotonic()
-        while not self._stop.wait(self.settings.heartbeat):
-            try:
-                self._beat()
-                if time.monotonic() - last_recovery >= recover_every:
-                    last_recovery = time.monotonic()
-                    self._end_dead_transactions()
-                    self.recover()
-            except OnceflowError as exc:
-                log.warning("heartbeat failed: %s", exc)
-            except Exception:
-                # Never let a bug end the heartbeat: this executor would look
-                # dead and its work would be taken while it still runs it.
-                log.exception("heartbeat or recovery failed")
-
-    def _end_dead_transactions(self) -> None:
-        """End the transactions that executors past their lease left open on
-        their tagged connections (Database.connect): their row locks would keep
-        the workflows they hold from being claimed (claims skip locked rows).
-        A zombie that wakes finds its connection gone and is refused."""
-        try:
-            ended = self._db.fetch_all(
-                self._q["end_dead_transactions"], {"lease": self.settings.lease}
-            )
-        except OnceflowError as exc:
-            if not self._warned_end:
-                self._warned_end = True
-                log.warning(
-                    "cannot end the open transactions of dead executors (%s); their "
-                    "workflows wait until those end by themselves. The database role "
-                    "needs to be the same for every executor, or granted pg_signal_backend",
-                    exc,
-                )
-            return
-        for row in ended:
-            if row["ended"]:
-                log.warning(
-                    "ended a transaction that executor %s left open (silent for %.1fs; lease %ss)",
-                    row["owner"],
-                    row["silent"],
-                    self.settings.lease,
-                )
 
     def recover(self) -> int:
         """Claim and run PENDING workflows whose executor is gone, or that were
@@ -422,10 +324,7 @@ class Engine:
         return WorkflowHandle(self, workflow_id)
 
     def get_workflow(self, workflow_id: str) -> WorkflowStatus:
-        row = self._db.fetch_one(self._q["get_workflow"], {"workflow_id": workflow_id})
-        if row is None:
-            raise WorkflowNotFoundError(workflow_id)
-        return workflow_status(row)
+        return self._catalog.get(workflow_id)
 
     def list_workflows(
         self, *, status: Status | str | None = None, name: str | None = None, limit: int = 100
@@ -436,33 +335,15 @@ class Engine:
         Raises:
             ValueError: on an unknown status or a limit below 1.
         """
-        st = None if status is None else Status(status).value
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, not {limit}")
-        params: dict[str, Any] = {"status": st, "name": name, "limit": limit}
-        # Successes have no B-tree of their own (migrations 0005, 0006): their
-        # listings, and those of every status, read the newest rows first,
-        # through the BRIN index on created_at, and widen the window only
-        # while it holds fewer than `limit` rows. Unfinished workflows are
-        # listed through their partial B-tree at once.
-        windows = _LISTING_WINDOWS if st in (None, Status.SUCCESS.value) else ()
-        for window in (*windows, None):
-            rows = self._db.fetch_all(self._q["list_workflows"], {**params, "window": window})
-            if len(rows) >= limit:
-                break
-        return [workflow_status(r) for r in rows]
+        return self._catalog.newest(status=status, name=name, limit=limit)
 
     def get_steps(self, workflow_id: str) -> list[StepRecord]:
-        rows = self._db.fetch_all(self._q["load_steps"], {"workflow_id": workflow_id})
-        return [step_record(r) for r in rows]
+        return self._catalog.steps(workflow_id)
 
     def cancel(self, workflow_id: str) -> bool:
         """Cancel a PENDING workflow; a run in progress is fenced off at its next
         checkpoint. Returns False if it had already ended."""
-        self.get_workflow(workflow_id)
-        return (
-            self._db.fetch_one(self._q["cancel_workflow"], {"workflow_id": workflow_id}) is not None
-        )
+        return self._catalog.cancel(workflow_id)
 
     def resume(self, workflow_id: str) -> WorkflowHandle[Any]:
         """Run a workflow again under the same ID, after a fix: steps that
@@ -619,23 +500,3 @@ class Engine:
 
     def _writer_for(self, workflow_id: str) -> CheckpointWriter:
         return self._writers[hash(workflow_id) % len(self._writers)]
-
-    def _load_steps(self, workflow_id: str) -> dict[int, Row]:
-        rows = self._db.retrying(
-            lambda: self._db.fetch_all(self._q["load_steps"], {"workflow_id": workflow_id}),
-            what="loading steps",
-        )
-        return {r["step"]: r for r in rows}
-
-    def _holds(self, workflow_id: str, epoch: int) -> bool:
-        """Whether a run at `epoch` still holds the workflow (PENDING, not claimed since)."""
-        st = self._db.retrying(lambda: self.get_workflow(workflow_id), what="reading a workflow")
-        return st.status is Status.PENDING and st.epoch == epoch
-
-    def _get_step(self, workflow_id: str, step: int) -> Row | None:
-        return self._db.retrying(
-            lambda: self._db.fetch_one(
-                self._q["get_step"], {"workflow_id": workflow_id, "step": step}
-            ),
-            what="reading a step",
-        )

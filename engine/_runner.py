@@ -167,7 +167,7 @@ class Runner:
     def _execute(self, claimed: Claimed, fresh: bool) -> Outcome:
         eng = self._engine
         wf = eng._registry.workflow(claimed.name)
-        recorded = {} if fresh else eng._load_steps(claimed.workflow_id)
+        recorded = {} if fresh else eng._catalog.step_rows(claimed.workflow_id)
         ctx = WorkflowContext(eng, claimed.workflow_id, claimed.epoch, recorded)
         token = _workflow.set(ctx)
         try:
@@ -268,7 +268,7 @@ def _check_behind(ctx: WorkflowContext) -> None:
         return
     ctx.behind = None
     refused = behind.exception() is None and not behind.result()
-    if refused and not ctx.engine._holds(ctx.workflow_id, ctx.epoch):
+    if refused and not ctx.engine._catalog.holds(ctx.workflow_id, ctx.epoch):
         raise WorkflowFencedError(ctx.workflow_id, ctx.epoch)
 
 
@@ -365,9 +365,9 @@ def _adopt(ctx: WorkflowContext, number: int, name: str) -> Any:
     step is recorded, our own commit had landed before a retry: go on with the
     record. Otherwise another executor took the workflow (or it was
     cancelled): stop at once, running none of its steps again."""
-    if not ctx.engine._holds(ctx.workflow_id, ctx.epoch):
+    if not ctx.engine._catalog.holds(ctx.workflow_id, ctx.epoch):
         raise WorkflowFencedError(ctx.workflow_id, ctx.epoch)
-    row = ctx.engine._get_step(ctx.workflow_id, number)
+    row = ctx.engine._catalog.step_row(ctx.workflow_id, number)
     if row is None:
         raise WorkflowFencedError(ctx.workflow_id, ctx.epoch)
     return _replay(ctx, number, name, row)
