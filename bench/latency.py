@@ -21,11 +21,12 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psycopg
 
 from bench import infra
-from bench.infra import STATE_DIR, Poller, Services
+from bench.infra import ROOT, STATE_DIR, Poller, Services
 from bench.measure import CpuMeter, DiskWrites, broker_uptime
 from bench.runs import (
     OnceflowOptions,
@@ -138,6 +139,7 @@ def run_latency(
     extra_env: dict[str, str] | None = None,
     keep: bool = False,
     services: int = 1,
+    source: Path = ROOT,
 ) -> LatencyResult:
     topic_name = infra.unique("ofbench-lat-")
     infra.create_topic(svc.bootstrap, topic_name, partitions)
@@ -145,8 +147,9 @@ def run_latency(
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     try:
         with infra.fresh_database(svc.server_url, name, keep=keep) as url:
-            env = onceflow_env(svc, url, topic_name, group, extra_env or {})
-            group_of = ServiceGroup(env, [STATE_DIR / f"{name}-{i}.log" for i in range(services)])
+            env = onceflow_env(svc, url, topic_name, group, extra_env or {}, source)
+            logs = [STATE_DIR / f"{name}-{i}.log" for i in range(services)]
+            group_of = ServiceGroup(env, logs, source=source)
             meter = CpuMeter(name)
             poller = Poller(url)
             speed = MachineSpeed()

@@ -221,6 +221,7 @@ def _compare(svc: Services, args: argparse.Namespace, extra_env: dict[str, str])
                         extra_env=env,
                         keep=args.keep,
                         services=args.latency_services,
+                        source=args.source.resolve(),
                     ),
                 )
             )
