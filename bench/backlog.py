@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psutil  # type: ignore[import-untyped,unused-ignore]
 import psycopg
 
 from bench import infra
-from bench.infra import STATE_DIR, Poller, Services
+from bench.infra import ROOT, STATE_DIR, Poller, Services
 from bench.runs import RunResult, ServiceGroup, check_effects, onceflow_env
 
 
@@ -51,6 +52,7 @@ def run_backlog(
     duration: float,
     *,
     extra_env: dict[str, str] | None = None,
+    source: Path = ROOT,
 ) -> BacklogResult:
     topic = infra.unique("ofbench-backlog-")
     infra.create_topic(svc.bootstrap, topic, partitions)
@@ -61,9 +63,9 @@ def run_backlog(
         name, group = infra.unique("ofbench_backlog_"), infra.unique("ofbench-backlog-")
         STATE_DIR.mkdir(parents=True, exist_ok=True)
         with infra.fresh_database(svc.server_url, name) as url:
-            env = onceflow_env(svc, url, topic, group, extra_env or {})
+            env = onceflow_env(svc, url, topic, group, extra_env or {}, source)
             log = STATE_DIR / f"{name}.log"
-            services = ServiceGroup(env, [log])
+            services = ServiceGroup(env, [log], source=source)
             poller = Poller(url)
             proc = psutil.Process(services.pids[0])
             progress = infra.Progress(every=10.0)

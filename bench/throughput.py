@@ -75,7 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.backlog:
             result = backlog.run_backlog(
-                svc, args.partitions, args.backlog, args.duration, extra_env=extra_env
+                svc,
+                args.partitions,
+                args.backlog,
+                args.duration,
+                extra_env=extra_env,
+                source=args.source.resolve(),
             )
             return report.backlog(result, args.backlog)
         if args.scaling:
@@ -296,7 +301,10 @@ def _scaling(svc: Services, args: argparse.Namespace, extra_env: dict[str, str])
             label = f"{partitions}p x {services} service{'s' if services > 1 else ''}"
             say(f"run        onceflow, {label}")
             opts = OnceflowOptions(
-                services=services, extra_env=extra_env, produce_after_stable=args.records
+                services=services,
+                extra_env=extra_env,
+                produce_after_stable=args.records,
+                source=args.source.resolve(),
             )
             rows.append((partitions, services, run_onceflow(svc, topic, label, opts)))
             report.line(rows[-1][2])
