@@ -31,10 +31,10 @@ from ._errors import (
     StepError,
     WorkflowFencedError,
 )
+from ._jobs import TxVerdict
 from ._models import Claimed, Status
 from ._registry import StepSpec
 from ._serialize import dumps, revive
-from ._writer import TxVerdict
 
 if TYPE_CHECKING:
     from ._engine import Engine

@@ -14,11 +14,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
 from typing import Any
 
 import orjson
@@ -26,56 +23,11 @@ import psycopg
 
 from ._db import RETRYABLE, Database
 from ._errors import DatabaseUnavailableError, OnceflowError
+from ._jobs import CompleteJob, Job, StepJob, TxFunction, TxJob, TxResult, TxVerdict
 from ._serialize import dumps
 from ._sql import Queries
 
 log = logging.getLogger("onceflow.writer")
-
-TxFunction = Callable[[psycopg.Connection[Any]], Any]
-
-
-class TxVerdict(Enum):
-    COMMITTED = "committed"
-    FAILED = "failed"  # the user's SQL or code raised; rolled back to its savepoint
-    REFUSED = "refused"  # checkpoint matched no live row at our epoch: fenced or done before
-
-
-@dataclass(frozen=True)
-class TxResult:
-    verdict: TxVerdict
-    value: Any = None
-    error: BaseException | None = None
-
-
-@dataclass
-class _Job:
-    workflow_id: str
-    epoch: int
-    future: Future[Any] = field(default_factory=Future)
-
-
-@dataclass
-class _StepJob(_Job):
-    step: int = 0
-    name: str = ""
-    output: str | None = None
-    error: str | None = None
-    started_at: datetime | None = None
-
-
-@dataclass
-class _TxJob(_Job):
-    step: int = 0
-    name: str = ""
-    fn: TxFunction | None = None
-    started_at: datetime | None = None
-
-
-@dataclass
-class _CompleteJob(_Job):
-    status: str = ""
-    output: str | None = None
-    error: str | None = None
 
 
 class CheckpointWriter:
@@ -85,7 +37,7 @@ class CheckpointWriter:
         self._db = db
         self._q = queries
         self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(
             target=self._loop, name=f"onceflow-writer-{index}", daemon=True
         )
@@ -125,7 +77,7 @@ class CheckpointWriter:
         started_at: datetime | None,
     ) -> Future[bool]:
         """Checkpoint a step; the future says whether the row was written."""
-        job = _StepJob(
+        job = StepJob(
             workflow_id,
             epoch,
             step=step,
@@ -146,21 +98,21 @@ class CheckpointWriter:
         started_at: datetime | None,
     ) -> Future[TxResult]:
         """Run `fn(conn)` and its checkpoint in one transaction, under a savepoint."""
-        job = _TxJob(workflow_id, epoch, step=step, name=name, fn=fn, started_at=started_at)
+        job = TxJob(workflow_id, epoch, step=step, name=name, fn=fn, started_at=started_at)
         return self._submit(job)
 
     def complete(
         self, workflow_id: str, epoch: int, status: str, *, output: str | None, error: str | None
     ) -> Future[bool]:
         """Move a workflow to its final status; the future says whether it moved."""
-        job = _CompleteJob(workflow_id, epoch, status=status, output=output, error=error)
+        job = CompleteJob(workflow_id, epoch, status=status, output=output, error=error)
         return self._submit(job)
 
     def backlog(self) -> int:
         """Jobs queued and not yet taken into a batch."""
         return self._queue.qsize()
 
-    def _submit(self, job: _Job) -> Future[Any]:
+    def _submit(self, job: Job) -> Future[Any]:
         with self._lock:
             if self._closed:
                 job.future.set_exception(OnceflowError("the engine is shut down"))
@@ -170,9 +122,9 @@ class CheckpointWriter:
 
     # -- the writer thread ----------------------------------------------------
 
-    def _take(self) -> list[_Job]:
+    def _take(self) -> list[Job]:
         """The jobs queued now (at most max_batch), up to the stop sentinel."""
-        batch: list[_Job] = []
+        batch: list[Job] = []
         job = self._queue.get()
         while job is not None:
             batch.append(job)
@@ -193,7 +145,7 @@ class CheckpointWriter:
                 self._write_until_done(batch)
         self._close()
 
-    def _write_until_done(self, batch: list[_Job]) -> None:
+    def _write_until_done(self, batch: list[Job]) -> None:
         # Postgres down is waited out, never turned into lost work (DESIGN.md §7).
         delay = 0.05
         while True:
@@ -231,7 +183,7 @@ class CheckpointWriter:
         get an error instead of waiting for ever."""
         with self._lock:
             self._closed = True
-        left: list[_Job] = []
+        left: list[Job] = []
         while True:
             try:
                 job = self._queue.get_nowait()
@@ -241,7 +193,7 @@ class CheckpointWriter:
                 left.append(job)
         self._fail(left, OnceflowError("the engine is shut down"))
 
-    def _fail(self, batch: list[_Job], exc: BaseException) -> None:
+    def _fail(self, batch: list[Job], exc: BaseException) -> None:
         for job in batch:
             if not job.future.done():
                 job.future.set_exception(exc)
@@ -260,9 +212,9 @@ class CheckpointWriter:
             self._conn = self._db.connect(autocommit=True, dict_rows=False, tagged=True)
         return self._conn
 
-    def _write(self, batch: list[_Job]) -> list[Any]:
+    def _write(self, batch: list[Job]) -> list[Any]:
         conn = self._connection()
-        if any(isinstance(j, _TxJob) for j in batch):
+        if any(isinstance(j, TxJob) for j in batch):
             try:
                 return self._write_optimistic(conn, batch)
             except (_Retry, psycopg.Error) as exc:
@@ -274,7 +226,7 @@ class CheckpointWriter:
                 # Rolled back; now again, each transaction step isolated.
         return self._write_isolated(conn, batch)
 
-    def _write_optimistic(self, conn: psycopg.Connection[Any], batch: list[_Job]) -> list[Any]:
+    def _write_optimistic(self, conn: psycopg.Connection[Any], batch: list[Job]) -> list[Any]:
         """The fast path: every transaction step's SQL runs bare, and its
         checkpoint joins the batch's one fenced INSERT. If any step raises or
         any checkpoint is refused, the whole transaction rolls back and the
@@ -283,12 +235,12 @@ class CheckpointWriter:
         has no effect. This saves three round trips per transaction step
         (savepoint, checkpoint, release) in the common case."""
         results: dict[int, Any] = {}
-        checkpoints: list[_StepJob] = []
+        checkpoints: list[StepJob] = []
         # Pipeline mode: the users' statements are sent without waiting for
         # each answer; the first fetch below waits once for all of them.
         with conn.pipeline(), conn.transaction():
             for job in batch:
-                if not isinstance(job, _TxJob):
+                if not isinstance(job, TxJob):
                     continue
                 assert job.fn is not None
                 try:
@@ -300,7 +252,7 @@ class CheckpointWriter:
                     raise _Retry from exc
                 results[id(job)] = TxResult(TxVerdict.COMMITTED, value=value)
                 checkpoints.append(
-                    _StepJob(
+                    StepJob(
                         job.workflow_id,
                         job.epoch,
                         step=job.step,
@@ -309,7 +261,7 @@ class CheckpointWriter:
                         started_at=job.started_at,
                     )
                 )
-            steps = checkpoints + [j for j in batch if isinstance(j, _StepJob)]
+            steps = checkpoints + [j for j in batch if isinstance(j, StepJob)]
             written = self._write_steps(conn, steps)
             if any((c.workflow_id, c.step) not in written for c in checkpoints):
                 raise _Retry
@@ -317,19 +269,19 @@ class CheckpointWriter:
             self._complete(conn, results, batch)
         return [results[id(job)] for job in batch]
 
-    def _write_isolated(self, conn: psycopg.Connection[Any], batch: list[_Job]) -> list[Any]:
+    def _write_isolated(self, conn: psycopg.Connection[Any], batch: list[Job]) -> list[Any]:
         results: dict[int, Any] = {}
         with conn.transaction():
             for job in batch:
-                if isinstance(job, _TxJob):
+                if isinstance(job, TxJob):
                     results[id(job)] = self._transaction_step(conn, job)
-            steps = [j for j in batch if isinstance(j, _StepJob)]
+            steps = [j for j in batch if isinstance(j, StepJob)]
             self._record_steps(results, batch, self._write_steps(conn, steps))
             self._complete(conn, results, batch)
         return [results[id(job)] for job in batch]
 
     def _write_steps(
-        self, conn: psycopg.Connection[Any], steps: list[_StepJob]
+        self, conn: psycopg.Connection[Any], steps: list[StepJob]
     ) -> set[tuple[str, int]]:
         if not steps:
             return set()
@@ -350,16 +302,16 @@ class CheckpointWriter:
 
     @staticmethod
     def _record_steps(
-        results: dict[int, Any], batch: list[_Job], written: set[tuple[str, int]]
+        results: dict[int, Any], batch: list[Job], written: set[tuple[str, int]]
     ) -> None:
         for job in batch:
-            if isinstance(job, _StepJob):
+            if isinstance(job, StepJob):
                 results[id(job)] = (job.workflow_id, job.step) in written
 
     def _complete(
-        self, conn: psycopg.Connection[Any], results: dict[int, Any], batch: list[_Job]
+        self, conn: psycopg.Connection[Any], results: dict[int, Any], batch: list[Job]
     ) -> None:
-        completes = [j for j in batch if isinstance(j, _CompleteJob)]
+        completes = [j for j in batch if isinstance(j, CompleteJob)]
         if not completes:
             return
         rows = [
@@ -377,7 +329,7 @@ class CheckpointWriter:
         for c in completes:
             results[id(c)] = c.workflow_id in done
 
-    def _transaction_step(self, conn: psycopg.Connection[Any], job: _TxJob) -> TxResult:
+    def _transaction_step(self, conn: psycopg.Connection[Any], job: TxJob) -> TxResult:
         assert job.fn is not None
         try:
             # A savepoint per step: one step's failure rolls back only itself,
