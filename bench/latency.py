@@ -27,7 +27,7 @@ import psycopg
 
 from bench import infra
 from bench.infra import ROOT, STATE_DIR, Poller, Services
-from bench.measure import CpuMeter, DiskWrites, broker_uptime
+from bench.measure import CpuMeter, CpuTimeline, DiskWrites, broker_uptime
 from bench.runs import (
     OnceflowOptions,
     ServiceGroup,
@@ -73,6 +73,9 @@ class LatencyResult:
     # The machine's own speed in each of those 5 s windows: a fixed loop's
     # CPU time over its fastest (bench/speed.py); 1.0 is full speed.
     slowdown_by_5s: list[float | None] = field(default_factory=list)
+    # CPU in each of those windows: µs per record offered of the services and
+    # of their Postgres backends, and the machine's busy cores (None: unsampled).
+    cpu_by_5s: list[tuple[float, float, float] | None] = field(default_factory=list)
 
 
 def _windows(rows: list[tuple[float, float]], width_ms: float) -> dict[int, list[float]]:
@@ -153,6 +156,7 @@ def run_latency(
             meter = CpuMeter(name)
             poller = Poller(url)
             speed = MachineSpeed()
+            timeline_cpu = CpuTimeline(name, group_of.pids)
             try:
                 infra.wait_group_stable(svc.bootstrap, group, services, partitions)
                 time.sleep(1.0)  # assigned partitions resume after the hand-over check
@@ -161,6 +165,7 @@ def run_latency(
                 disk.start()
                 progress = infra.Progress(every=5.0)
                 speed.start()
+                timeline_cpu.start()
                 uptime = broker_uptime()
                 began, began_at = time.monotonic(), time.time()
                 sent = infra.produce_at_rate(
@@ -173,6 +178,7 @@ def run_latency(
                     ),
                 )
                 achieved = sent / (time.monotonic() - began)
+                timeline_cpu.stop()
                 disk.stop()
                 progress.done()
                 ends = infra.end_offsets(svc.bootstrap, topic_name, partitions)
@@ -225,4 +231,19 @@ def run_latency(
         began_at=began_at,
         broker_uptime=uptime,
         slowdown_by_5s=[speed.slowdown(began + at, began + at + 5.0) for at, _ in p99_by_5s],
+        cpu_by_5s=[
+            per_record_cpu(timeline_cpu.used(began + at, began + at + 5.0), rate)
+            for at, _ in p99_by_5s
+        ],
     )
+
+
+def per_record_cpu(
+    used: tuple[float, float, float] | None, rate: float
+) -> tuple[float, float, float] | None:
+    """CPU s/s of the services and their backends as µs per record offered;
+    the machine's busy cores as they are."""
+    if used is None:
+        return None
+    services, backends, machine = used
+    return services * 1e6 / rate, backends * 1e6 / rate, machine

@@ -188,6 +188,65 @@ def _shortened(text: str, most: int = 100) -> str:
     return f"{text[:half]} … {text[-half:]}"
 
 
+class CpuTimeline:
+    """CPU used as a run goes, sampled every `every` seconds between `start()`
+    and `stop()`: by some processes (the services), by the Postgres backends
+    of one database, and by the whole machine. Where a latency run slows, it
+    tells a service doing more work per record from the same work costing
+    more CPU everywhere (the host giving the machine less: bench/README.md)."""
+
+    def __init__(self, database: str, pids: list[int], every: float = 1.0) -> None:
+        self.database = database
+        self.pids = pids
+        self.every = every
+        # (monotonic s, CPU s of the processes, of the backends, of the machine's busy cores)
+        self.samples: list[tuple[float, float, float, float]] = []
+        self._last: dict[int, float] = {}  # each process's and backend's CPU s when last seen
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._sample()
+        self._thread = threading.Thread(target=self._run, name="cpu-timeline", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._sample()
+
+    def used(self, begin: float, end: float) -> tuple[float, float, float] | None:
+        """CPU seconds per second of [begin, end) (monotonic): of the
+        processes, their backends and the machine; from the samples nearest
+        its ends, None when the span falls between two samples."""
+        inside = [s for s in self.samples if begin - self.every / 2 <= s[0] <= end + self.every / 2]
+        if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+            return None
+        (t0, p0, b0, m0), (t1, p1, b1, m1) = inside[0], inside[-1]
+        span = t1 - t0
+        return (p1 - p0) / span, (b1 - b0) / span, (m1 - m0) / span
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self._sample()
+
+    def _sample(self) -> None:
+        at = time.monotonic()
+        for pid in self.pids:
+            used = cpu_seconds(pid)
+            if used:
+                self._last[pid] = used
+        backends = backend_cpu(self.database)
+        self._last.update(backends)
+        # A process that exited keeps what it used when last seen.
+        procs = sum(v for pid, v in self._last.items() if pid in self.pids)
+        pg = sum(v for pid, v in self._last.items() if pid not in self.pids)
+        t = psutil.cpu_times()
+        busy = sum(t) - t.idle - getattr(t, "iowait", 0.0)
+        self.samples.append((at, procs, pg, busy))
+
+
 class DiskWrites:
     """The machine's disk writes, sampled every `every` seconds between
     `start()` and `stop()`: where the kernel's write-back of dirty pages

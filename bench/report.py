@@ -159,6 +159,13 @@ def compare(
         if slowdowns:
             shown = "  ".join(f"+{at:.0f}s {x:.1f}" for at, x in slowdowns)
             say(f"  machine  slowdown by 5 s (a fixed loop's CPU time / its fastest): {shown}")
+        pairs_cpu = zip(lat.p99_by_5s, lat.cpu_by_5s, strict=False)
+        cpu = [(at, c) for (at, _), c in pairs_cpu if c is not None]
+        if cpu:
+            shown = "  ".join(f"+{at:.0f}s {svc:.0f}+{pg:.0f}" for at, (svc, pg, _) in cpu)
+            say(f"  CPU      µs per record offered by 5 s (service+its Postgres): {shown}")
+            shown = "  ".join(f"+{at:.0f}s {cores:.2f}" for at, (_, _, cores) in cpu)
+            say(f"  machine  cores busy by 5 s (every process): {shown}")
         if lat.disk_peak_at is not None:
             say(
                 f"  disk     busiest 0.5 s of the machine's writes at +{lat.disk_peak_at:.1f} s"

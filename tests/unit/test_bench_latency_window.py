@@ -3,7 +3,10 @@ records that waited longest were produced, to set beside the disk's writes."""
 
 from __future__ import annotations
 
-from bench.latency import slowest_window, timeline
+import pytest
+
+from bench.latency import per_record_cpu, slowest_window, timeline
+from bench.measure import CpuTimeline
 from bench.speed import MachineSpeed
 
 
@@ -49,3 +52,18 @@ def test_a_short_slowdown_shows_in_its_span() -> None:
     speed.samples += [(4.0 + i / 4, 1_200.0) for i in range(8)]  # +4 to +6 s: half speed
     slowdown = speed.slowdown(1.0, 6.0)
     assert slowdown is not None and 1.3 < slowdown < 1.5  # 2 s of 5 at half speed
+
+
+def test_cpu_of_a_window_is_read_from_the_samples_at_its_ends() -> None:
+    cpu = CpuTimeline("db", [], every=1.0)
+    # (monotonic s, services' CPU s, backends' CPU s, machine's busy CPU s)
+    cpu.samples = [(100.0 + t, 0.5 * t, 0.4 * t, 1.0 * t) for t in range(5)]
+    cpu.samples += [(105.0 + t, 2.5 + 0.8 * t, 2.0 + 0.4 * t, 5.0 + 1.5 * t) for t in range(1, 6)]
+    assert cpu.used(100.0, 104.0) == pytest.approx((0.5, 0.4, 1.0))
+    assert cpu.used(105.0, 110.0) == pytest.approx((0.8, 0.4, 1.5))
+    assert cpu.used(200.0, 205.0) is None  # no samples there
+
+
+def test_cpuper_record_cpu_is_the_cpu_rate_over_the_offered_rate() -> None:
+    assert per_record_cpu((0.35, 0.28, 1.1), 35_000) == pytest.approx((10.0, 8.0, 1.1))
+    assert per_record_cpu(None, 35_000) is None
