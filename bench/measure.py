@@ -188,26 +188,19 @@ def _shortened(text: str, most: int = 100) -> str:
     return f"{text[:half]} … {text[-half:]}"
 
 
-class CpuTimeline:
-    """CPU used as a run goes, sampled every `every` seconds between `start()`
-    and `stop()`: by some processes (the services), by the Postgres backends
-    of one database, and by the whole machine. Where a latency run slows, it
-    tells a service doing more work per record from the same work costing
-    more CPU everywhere (the host giving the machine less: bench/README.md)."""
+class _Periodic:
+    """Takes a sample at `start()`, every `every` seconds on a thread of its
+    own, and at `stop()`."""
 
-    def __init__(self, database: str, pids: list[int], every: float = 1.0) -> None:
-        self.database = database
-        self.pids = pids
+    def __init__(self, every: float, name: str) -> None:
         self.every = every
-        # (monotonic s, CPU s of the processes, of the backends, of the machine's busy cores)
-        self.samples: list[tuple[float, float, float, float]] = []
-        self._last: dict[int, float] = {}  # each process's and backend's CPU s when last seen
+        self._name = name
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         self._sample()
-        self._thread = threading.Thread(target=self._run, name="cpu-timeline", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -215,6 +208,29 @@ class CpuTimeline:
         if self._thread is not None:
             self._thread.join()
         self._sample()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self._sample()
+
+    def _sample(self) -> None:
+        raise NotImplementedError
+
+
+class CpuTimeline(_Periodic):
+    """CPU used as a run goes, sampled every `every` seconds between `start()`
+    and `stop()`: by some processes (the services), by the Postgres backends
+    of one database, and by the whole machine. Where a latency run slows, it
+    tells a service doing more work per record from the same work costing
+    more CPU everywhere (the host giving the machine less: bench/README.md)."""
+
+    def __init__(self, database: str, pids: list[int], every: float = 1.0) -> None:
+        super().__init__(every, "cpu-timeline")
+        self.database = database
+        self.pids = pids
+        # (monotonic s, CPU s of the processes, of the backends, of the machine's busy cores)
+        self.samples: list[tuple[float, float, float, float]] = []
+        self._last: dict[int, float] = {}  # each process's and backend's CPU s when last seen
 
     def used(self, begin: float, end: float) -> tuple[float, float, float] | None:
         """CPU seconds per second of [begin, end) (monotonic): of the
@@ -226,10 +242,6 @@ class CpuTimeline:
         (t0, p0, b0, m0), (t1, p1, b1, m1) = inside[0], inside[-1]
         span = t1 - t0
         return (p1 - p0) / span, (b1 - b0) / span, (m1 - m0) / span
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.every):
-            self._sample()
 
     def _sample(self) -> None:
         at = time.monotonic()
@@ -247,36 +259,30 @@ class CpuTimeline:
         self.samples.append((at, procs, pg, busy))
 
 
-class DiskWrites:
+class DiskWrites(_Periodic):
     """The machine's disk writes, sampled every `every` seconds between
     `start()` and `stop()`: where the kernel's write-back of dirty pages
     shows as a burst (a WAL flush queued behind one waits for it)."""
 
     def __init__(self, every: float = 0.5) -> None:
-        self.every = every
+        super().__init__(every, "disk-writes")
         self.peak = 0.0  # bytes/s over the busiest sample
         self.peak_at: float | None = None  # seconds after start() that sample ended
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._sample, name="disk-writes", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        self._began: float | None = None
+        self._last = (0.0, 0)  # (monotonic s, bytes written) at the sample before
 
     def _sample(self) -> None:
-        began = last_at = time.monotonic()
-        last = _written()
-        while not self._stop.wait(self.every):
-            now, written = time.monotonic(), _written()
-            rate = (written - last) / max(1e-9, now - last_at)
-            if rate > self.peak:
-                self.peak, self.peak_at = rate, now - began
-            last, last_at = written, now
+        now, written = time.monotonic(), _written()
+        if self._began is None:
+            self._began = now
+        else:
+            last_at, last = self._last
+            # (The sample at stop() may close a sliver of a span: not a rate.)
+            if now - last_at >= self.every / 2:
+                rate = (written - last) / (now - last_at)
+                if rate > self.peak:
+                    self.peak, self.peak_at = rate, now - self._began
+        self._last = (now, written)
 
 
 def _written() -> int:
