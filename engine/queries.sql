@@ -213,7 +213,9 @@ WHERE workflow_id = %(workflow_id)s AND step = %(step)s;
 -- adapts one string far faster than seven arrays). The join to the workflow
 -- row at the writer's epoch, locked FOR SHARE, is the fence: a claim (which
 -- bumps the epoch) either committed first, and the row no longer matches,
--- or waits for us.
+-- or waits for us. The rows are found by primary key (`= ANY` of the batch's
+-- IDs, which the planner takes for a few): as `IN (SELECT ...)`, guessing 100
+-- rows in any document, it read every unfinished workflow for each batch.
 WITH u AS (
     SELECT *
     FROM jsonb_to_recordset(%(rows)s::jsonb)
@@ -222,7 +224,8 @@ WITH u AS (
 ), live AS (
     SELECT w.workflow_id, w.epoch
     FROM {schema}.workflows w
-    WHERE w.workflow_id IN (SELECT workflow_id FROM u) AND w.status NOT IN ('SUCCESS', 'ERROR', 'CANCELLED')
+    WHERE w.workflow_id = ANY(ARRAY(SELECT workflow_id FROM u))
+      AND w.status NOT IN ('SUCCESS', 'ERROR', 'CANCELLED')
     FOR SHARE OF w
 )
 INSERT INTO {schema}.steps (workflow_id, step, name, output, error, started_at)
@@ -244,12 +247,19 @@ ON CONFLICT (workflow_id, step) DO NOTHING
 RETURNING step;
 
 -- name: complete_workflows
--- The one move from PENDING to a final state, conditional on the epoch.
+-- The one move from PENDING to a final state, conditional on the epoch. Rows
+-- found by primary key, as in write_steps.
+WITH u AS (
+    SELECT *
+    FROM jsonb_to_recordset(%(rows)s::jsonb)
+         AS r(workflow_id text, epoch bigint, status text, output jsonb, error jsonb)
+)
 UPDATE {schema}.workflows w
 SET status = u.status, output = u.output, error = u.error, updated_at = now()
-FROM jsonb_to_recordset(%(rows)s::jsonb)
-     AS u(workflow_id text, epoch bigint, status text, output jsonb, error jsonb)
-WHERE w.workflow_id = u.workflow_id AND w.epoch = u.epoch AND w.status NOT IN ('SUCCESS', 'ERROR', 'CANCELLED')
+FROM u
+WHERE w.workflow_id = ANY(ARRAY(SELECT workflow_id FROM u))
+  AND w.workflow_id = u.workflow_id AND w.epoch = u.epoch
+  AND w.status NOT IN ('SUCCESS', 'ERROR', 'CANCELLED')
 RETURNING w.workflow_id;
 
 -- name: cancel_workflow
