@@ -12,6 +12,7 @@ import contextlib
 import sys
 import time
 import uuid
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,11 +193,12 @@ def admin(bootstrap: str) -> AdminClient:
     return AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
 
 
-def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+def create_topic(
+    bootstrap: str, topic: str, partitions: int, config: dict[str, str] | None = None
+) -> None:
     client = admin(bootstrap)
-    client.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[
-        topic
-    ].result(30)
+    new = NewTopic(topic, num_partitions=partitions, replication_factor=1, config=config or {})
+    client.create_topics([new])[topic].result(30)
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -320,9 +322,13 @@ def produce_at_rate(
     *,
     start: int = 0,
     on_tick: Callable[[int], None] | None = None,
+    stamps: array[float] | None = None,
 ) -> int:
     """Produce `rate` records a second for `seconds`, evenly (every millisecond
     what is due), records numbered from `start`; returns how many were sent.
+    `stamps`, when given, gets each record's wall clock (ms) just before its
+    `produce()`, in order: the produce time when the topic's timestamps are
+    the broker's (LogAppendTime).
 
     The producer lingers 5 ms, librdkafka's default: with 1 ms, its thousand
     small produce requests a second made the broker the machine's largest
@@ -338,11 +344,15 @@ def produce_at_rate(
         due = min(int(elapsed * rate) + 1, int(seconds * rate))
         while sent < due:
             i = start + sent
+            value, key = workload.record_value(i), workload.key_of(i).encode()
+            at = time.time() * 1000.0
             try:
-                producer.produce(topic, workload.record_value(i), workload.key_of(i).encode())
+                producer.produce(topic, value, key)
             except BufferError:
                 producer.poll(0.01)
                 continue
+            if stamps is not None:
+                stamps.append(at)
             sent += 1
         producer.poll(0)
         if on_tick is not None:

@@ -5,13 +5,18 @@ rate-limited producer offers `rate` records a second. Each record's latency
 is read from Postgres afterwards:
 
 - produce→effect: `done_at` (`clock_timestamp()` when the transaction step's
-  INSERT ran) minus the record's CreateTime;
+  INSERT ran) minus the record's produce time (the producer's wall clock just
+  before its `produce()`, kept by the producer: what CreateTime would be);
 - produce→complete: the commit time of the transaction that made the
   workflow SUCCESS (`pg_xact_commit_timestamp`, when the server runs with
-  `track_commit_timestamp = on`, as the native test cluster does) minus
-  CreateTime. Without it, the workflow's `updated_at` is used: `now()` of that
-  transaction, i.e. its *start*, which understates the latency of work
-  committed in batches (the report says which was used).
+  `track_commit_timestamp = on`, as the native test cluster does) minus the
+  produce time. Without it, the workflow's `updated_at` is used: `now()` of
+  that transaction, i.e. its *start*, which understates the latency of work
+  committed in batches (the report says which was used);
+- produce→broker and broker→complete: the topic stamps records with the
+  broker's LogAppendTime, which splits produce→complete where the record
+  reached the log: before it, the producer and the broker (linger, the
+  produce request); after it, the consumer's fetch and Onceflow.
 
 The first `warmup` seconds of records are left out of the percentiles.
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import math
 import time
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +56,9 @@ class LatencyResult:
     warmup: int  # records left out
     effect_ms: dict[float, float] = field(default_factory=dict)
     complete_ms: dict[float, float] = field(default_factory=dict)
+    # produce->complete split where the record reached the broker's log.
+    broker_ms: dict[float, float] = field(default_factory=dict)
+    after_broker_ms: dict[float, float] = field(default_factory=dict)
     complete_by: str = "commit time"  # what "complete" was read from
     peak_rss: int | None = None
     busy: float = 0.0
@@ -66,6 +75,8 @@ class LatencyResult:
     # p99 of each 5 s of produce times: (seconds after the first record
     # offered, p99 ms).
     p99_by_5s: list[tuple[float, float]] = field(default_factory=list)
+    # The same windows' p99 of produce->broker alone.
+    broker_p99_by_5s: list[tuple[float, float]] = field(default_factory=list)
     # Wall clock of the first record offered: to find the run in Postgres's log.
     began_at: float | None = None
     # How long the broker had been up when offering began (None: not seen here).
@@ -76,6 +87,21 @@ class LatencyResult:
     # CPU in each of those windows: µs per record offered of the services and
     # of their Postgres backends, and the machine's busy cores (None: unsampled).
     cpu_by_5s: list[tuple[float, float, float] | None] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """One record's times: produced (wall clock ms), and from there the ms to
+    the broker's log, to its effect and to its workflow's completion."""
+
+    produced: float
+    broker: float
+    effect: float
+    complete: float
+
+    @classmethod
+    def of(cls, produced: float, appended: float, effect_at: float, complete_at: float) -> Split:
+        return cls(produced, appended - produced, effect_at - produced, complete_at - produced)
 
 
 def _windows(rows: list[tuple[float, float]], width_ms: float) -> dict[int, list[float]]:
@@ -145,7 +171,10 @@ def run_latency(
     source: Path = ROOT,
 ) -> LatencyResult:
     topic_name = infra.unique("ofbench-lat-")
-    infra.create_topic(svc.bootstrap, topic_name, partitions)
+    infra.create_topic(
+        svc.bootstrap, topic_name, partitions, {"message.timestamp.type": "LogAppendTime"}
+    )
+    stamps: array[float] = array("d")
     name, group = infra.unique("ofbench_lat_"), infra.unique("ofbench-lat-")
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     try:
@@ -173,6 +202,7 @@ def run_latency(
                     topic_name,
                     rate,
                     warmup + seconds,
+                    stamps=stamps,
                     on_tick=lambda n: progress.show(
                         f"latency: offered {n:,} records at {rate:,.0f}/s"
                     ),
@@ -195,10 +225,11 @@ def run_latency(
                 setting = conn.execute("SHOW track_commit_timestamp").fetchone()
                 committed = setting is not None and setting[0] == "on"
                 completed_at = "pg_xact_commit_timestamp(w.xmin)" if committed else "w.updated_at"
+                # (record number, broker append ms, effect ms, complete ms);
+                # produced_ms is the record's timestamp: here the broker's.
                 rows = conn.execute(
-                    "SELECT extract(epoch FROM e.done_at) * 1000 - e.produced_ms,"
-                    f" extract(epoch FROM {completed_at}) * 1000 - e.produced_ms,"
-                    " e.produced_ms"
+                    "SELECT e.event_id, e.produced_ms, extract(epoch FROM e.done_at) * 1000,"
+                    f" extract(epoch FROM {completed_at}) * 1000"
                     " FROM bench_effects e JOIN onceflow.workflows w"
                     " ON w.source_partition = e.part AND w.source_offset = e.off"
                     " WHERE e.event_id >= %s",
@@ -207,17 +238,20 @@ def run_latency(
                 check = onceflow_result(conn, topic, "latency")
     finally:
         infra.delete_topics(svc.bootstrap, [topic_name])
-    # (produced_ms, produce->complete ms) of each measured record.
-    timed = [(float(r[2]), float(r[1])) for r in rows]
+    split = [Split.of(stamps[int(r[0])], *map(float, r[1:])) for r in rows]
+    timed = [(s.produced, s.complete) for s in split]
     p99_by_5s = [(at + warmup, p99) for at, p99 in timeline(timed)]
+    broker_by_5s = timeline([(s.produced, s.broker) for s in split])
     return LatencyResult(
         services=services,
         offered=rate,
         achieved=achieved,
         measured=len(rows),
         warmup=min(skip, sent),
-        effect_ms=percentiles([float(r[0]) for r in rows]),
-        complete_ms=percentiles([float(r[1]) for r in rows]),
+        effect_ms=percentiles([s.effect for s in split]),
+        complete_ms=percentiles([s.complete for s in split]),
+        broker_ms=percentiles([s.broker for s in split]),
+        after_broker_ms=percentiles([s.complete - s.broker for s in split]),
         complete_by="commit time" if committed else "updated_at (transaction start)",
         peak_rss=peak,
         busy=meter.machine_busy,
@@ -228,6 +262,7 @@ def run_latency(
         disk_peak_at=disk.peak_at,
         slowest=_after(warmup, slowest_window(timed)),
         p99_by_5s=p99_by_5s,
+        broker_p99_by_5s=[(at + warmup, p99) for at, p99 in broker_by_5s],
         began_at=began_at,
         broker_uptime=uptime,
         slowdown_by_5s=[speed.slowdown(began + at, began + at + 5.0) for at, _ in p99_by_5s],

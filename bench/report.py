@@ -141,7 +141,11 @@ def compare(
         for what, values in (
             ("produce->effect  ", lat.effect_ms),
             ("produce->complete", lat.complete_ms),
+            ("produce->broker  ", lat.broker_ms),
+            ("broker->complete ", lat.after_broker_ms),
         ):
+            if not values:
+                continue
             shown = "  ".join(f"p{q * 100:g} {v:6.1f}" for q, v in values.items())
             say(f"  {what} ms  {shown.replace('p100', 'max')}")
         say(f"  complete: {lat.complete_by}")
@@ -153,6 +157,9 @@ def compare(
         if lat.p99_by_5s:
             shown = "  ".join(f"+{at:.0f}s {p99:.0f}" for at, p99 in lat.p99_by_5s)
             say(f"  p99 ms by 5 s of produce time: {shown}")
+        if lat.broker_p99_by_5s:
+            shown = "  ".join(f"+{at:.0f}s {p99:.0f}" for at, p99 in lat.broker_p99_by_5s)
+            say(f"  p99 ms of produce->broker alone:  {shown}")
         # Reports built without the speed samples have none: zip stops short.
         pairs = zip(lat.p99_by_5s, lat.slowdown_by_5s, strict=False)
         slowdowns = [(at, x) for (at, _), x in pairs if x]

@@ -5,7 +5,7 @@ into `BenchRecord`, run `step_a` and `step_b` (trivial compute), and insert one
 row into the effects table. Onceflow wraps the two functions as plain steps
 and the insert as a transaction step; the plain consumers call them directly.
 
-The effects row carries the record's position and its CreateTime, and
+The effects row carries the record's position and its timestamp, and
 `done_at` is `clock_timestamp()` when the insert ran, so latency and
 exactly-once are both read from Postgres afterwards. No unique constraint:
 a duplicate must be countable, not an error.

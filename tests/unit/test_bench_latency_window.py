@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.latency import per_record_cpu, slowest_window, timeline
+from bench.latency import Split, per_record_cpu, slowest_window, timeline
 from bench.measure import CpuTimeline
 from bench.speed import MachineSpeed
 
@@ -31,6 +31,13 @@ def test_the_timeline_gives_each_five_seconds_its_p99_in_order() -> None:
     rows += [(16_000.0 + i, 400.0) for i in range(0, 200, 10)]  # a stall at +6 s
     assert timeline(rows) == [(0.0, 10.0), (5.0, 400.0), (10.0, 10.0)]
     assert timeline([]) == []
+
+
+def test_a_record_splits_where_it_reached_the_broker() -> None:
+    # Produced at 1,000.0 ms (the producer's clock), appended at 1,004 (the
+    # broker's LogAppendTime), its effect at 1,010.5, its workflow complete at 1,012.
+    split = Split.of(1_000.0, 1_004.0, 1_010.5, 1_012.0)
+    assert split == Split(produced=1_000.0, broker=4.0, effect=10.5, complete=12.0)
 
 
 def test_the_machine_slowdown_is_a_span_mean_over_the_fastest_tenth() -> None:
