@@ -169,7 +169,11 @@ def run_latency(
     keep: bool = False,
     services: int = 1,
     source: Path = ROOT,
+    topics: list[str] | None = None,
 ) -> LatencyResult:
+    """`topics`, when given, gets the topic made here and the caller deletes
+    it after its last measurement (else it is deleted at the end of this
+    one): a deleted topic's files go later, while the next phase measures."""
     topic_name = infra.unique("ofbench-lat-")
     infra.create_topic(
         svc.bootstrap, topic_name, partitions, {"message.timestamp.type": "LogAppendTime"}
@@ -237,7 +241,10 @@ def run_latency(
                 ).fetchall()
                 check = onceflow_result(conn, topic, "latency")
     finally:
-        infra.delete_topics(svc.bootstrap, [topic_name])
+        if topics is None:
+            infra.delete_topics(svc.bootstrap, [topic_name])
+        else:
+            topics.append(topic_name)
     split = [Split.of(stamps[int(r[0])], *map(float, r[1:])) for r in rows]
     timed = [(s.produced, s.complete) for s in split]
     p99_by_5s = [(at + warmup, p99) for at, p99 in timeline(timed)]

@@ -202,6 +202,10 @@ def _compare(svc: Services, args: argparse.Namespace, extra_env: dict[str, str])
     latencies: list[tuple[str, latency.LatencyResult]] = []
     # Each Onceflow mode that ran, and the environment its service runs with.
     modes: list[tuple[RunResult, dict[str, str]]] = []
+    # Deleted after the last measurement: the broker removes a deleted topic's
+    # files a while later, and 500 MB of them going mid-run slowed a latency
+    # window (bench/README.md, "Measured choices").
+    topics = [topic.name]
     try:
         for number in range(1, args.rounds + 1):
             if args.rounds > 1:
@@ -227,11 +231,12 @@ def _compare(svc: Services, args: argparse.Namespace, extra_env: dict[str, str])
                         keep=args.keep,
                         services=args.latency_services,
                         source=args.source.resolve(),
+                        topics=topics,
                     ),
                 )
             )
     finally:
-        infra.delete_topics(svc.bootstrap, [topic.name])
+        infra.delete_topics(svc.bootstrap, topics)
     return report.compare(rounds, latencies, topic, args)
 
 
