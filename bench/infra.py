@@ -93,10 +93,24 @@ def database_url(server_url: str, name: str) -> str:
 
 
 @contextlib.contextmanager
-def fresh_database(server_url: str, name: str, *, keep: bool = False) -> Iterator[str]:
-    """A new database with the effects table; dropped afterwards unless `keep`."""
+def fresh_database(
+    server_url: str, name: str, *, keep: bool = False, locale: str | None = None
+) -> Iterator[str]:
+    """A new database with the effects table; dropped afterwards unless `keep`.
+    `locale` makes a collation the database's default, as a cluster initialised
+    in a user's language has (the native one is "C"): a libc locale
+    ("en_US.UTF-8") or, prefixed "icu:", an ICU one ("icu:en-US")."""
+    create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if locale and locale.startswith("icu:"):
+        create += sql.SQL(
+            " TEMPLATE template0 ENCODING 'UTF8' LOCALE 'C.UTF-8' LOCALE_PROVIDER icu ICU_LOCALE {}"
+        ).format(sql.Literal(locale.removeprefix("icu:")))
+    elif locale:
+        create += sql.SQL(" TEMPLATE template0 ENCODING 'UTF8' LOCALE {}").format(
+            sql.Literal(locale)
+        )
     with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        conn.execute(create)
     url = database_url(server_url, name)
     try:
         with psycopg.connect(url, autocommit=True) as conn:

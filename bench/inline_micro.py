@@ -80,11 +80,11 @@ def batches(topic: str, records: int, size: int) -> list[list[Any]]:
     return [messages[i : i + size] for i in range(0, len(messages), size)]
 
 
-def run(records: int, size: int, profile: str | None) -> None:
+def run(records: int, size: int, profile: str | None, locale: str | None = None) -> None:
     svc = infra.services()
     name = infra.unique("ofbench_micro_")
     topic = "ofbench-micro"
-    with infra.fresh_database(svc.server_url, name) as url:
+    with infra.fresh_database(svc.server_url, name, locale=locale) as url:
         os.environ.update(
             {
                 "ONCEFLOW_DATABASE_URL": url,
@@ -148,8 +148,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("-n", "--records", type=int, default=20_000)
     p.add_argument("--batch", type=int, default=250, help="records per poll batch")
     p.add_argument("--profile", help="write a cProfile of the measured part here")
+    p.add_argument(
+        "--locale",
+        help="the run database's default collation instead of the cluster's"
+        ' ("en_US.UTF-8"; ICU: "icu:en-US")',
+    )
     args = p.parse_args(argv)
-    run(args.records, args.batch, args.profile)
+    run(args.records, args.batch, args.profile, args.locale)
     return 0
 
 
