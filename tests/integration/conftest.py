@@ -27,11 +27,18 @@ TEST_HEARTBEAT = 0.3
 EngineFactory = Callable[..., engine.Engine]
 
 
-def create_database(server_url: str, name: str, *, template: str | None = None) -> str:
-    """Create database `name` (optionally as a copy of `template`); return its URL."""
+def create_database(
+    server_url: str, name: str, *, template: str | None = None, icu_locale: str | None = None
+) -> str:
+    """Create database `name` (optionally as a copy of `template`, or with an
+    ICU collation such as "en-US" as its default); return its URL."""
     query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
     if template is not None:
         query = sql.SQL("{} TEMPLATE {}").format(query, sql.Identifier(template))
+    elif icu_locale is not None:
+        query += sql.SQL(
+            " TEMPLATE template0 ENCODING 'UTF8' LOCALE_PROVIDER icu ICU_LOCALE {}"
+        ).format(sql.Literal(icu_locale))
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(query)
     return make_conninfo(server_url, dbname=name)
@@ -77,6 +84,21 @@ def empty_database_url(
     url = create_database(postgres_server_url, name)
     yield url
     drop_database(postgres_server_url, name)
+
+
+@pytest.fixture
+def en_us_database_url(
+    postgres_server_url: str, unique_name: Callable[[str], str]
+) -> Iterator[str]:
+    """A fresh, migrated database whose default collation is ICU's en-US, as a
+    cluster initialised in a user's language has (the test cluster's is "C")."""
+    name = unique_name("onceflow_en_us")
+    url = create_database(postgres_server_url, name, icu_locale="en-US")
+    try:
+        engine.migrate_database(url)
+        yield url
+    finally:
+        drop_database(postgres_server_url, name)
 
 
 @pytest.fixture

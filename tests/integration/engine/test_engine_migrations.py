@@ -58,6 +58,7 @@ APPLIED = [
     (4, "inputs_optional"),
     (5, "lighter_listing_indexes"),
     (6, "wider_brin_ranges"),
+    (7, "ids_compare_bytewise"),
 ]
 
 
@@ -71,7 +72,7 @@ def applied(url: str) -> list[tuple[int, str]]:
 
 
 def test_second_migration_applies_nothing(empty_database_url: str) -> None:
-    assert engine.migrate_database(empty_database_url) == [1, 2, 3, 4, 5, 6]
+    assert engine.migrate_database(empty_database_url) == [1, 2, 3, 4, 5, 6, 7]
     assert engine.migrate_database(empty_database_url) == []
     assert applied(empty_database_url) == APPLIED
 
@@ -131,7 +132,7 @@ def test_two_processes_migrating_at_once_both_succeed(
         spawned.close()
 
     # One applied them, the other waited and found them done.
-    assert results == [[], [1, 2, 3, 4, 5, 6]]
+    assert results == [[], [1, 2, 3, 4, 5, 6, 7]]
     assert applied(empty_database_url) == APPLIED
 
 
