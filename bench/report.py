@@ -198,20 +198,36 @@ def compare(
             f"target     {system} / plain batched = {ratio:.3f} ({what}; >= {TARGET_RATIO}):"
             f" {verdict}"
         )
-    for system, lat in latencies:
-        if not lat.complete_ms:
-            continue
-        p99 = lat.complete_ms[0.99]
+    for system, runs in _p99s(latencies).items():
+        p99 = statistics.median(p for _, p in runs)
         verdict = "met" if p99 < TARGET_P99_MS else "NOT met"
+        rates = sorted({f"{offered:,.0f}/s" for offered, _ in runs})
+        what = ""
+        if len(runs) > 1:
+            met = sum(p < TARGET_P99_MS for _, p in runs)
+            shown = ", ".join(f"{p:.1f}" for _, p in runs)
+            say(f"runs       {system}: p99 produce->complete run by run: {shown} ms")
+            what = f" (median of {len(runs)} runs, {met} of them under the target)"
         say(
-            f"target     {system}: p99 produce->complete at {lat.offered:,.0f}/s = {p99:.1f} ms"
-            f" (< {TARGET_P99_MS:.0f} ms): {verdict}"
+            f"target     {system}: p99 produce->complete at {', '.join(rates)} = {p99:.1f} ms"
+            f"{what} (< {TARGET_P99_MS:.0f} ms): {verdict}"
         )
     if bad or any(lat.duplicates or lat.missing or lat.problems for _, lat in latencies):
         say("CHECK FAILED: see PROBLEM lines above")
         return 1
     say("check      every record: exactly one effect row; Onceflow: one SUCCESS workflow each")
     return 0
+
+
+def _p99s(
+    latencies: Sequence[tuple[str, LatencyResult]],
+) -> dict[str, list[tuple[float, float]]]:
+    """Each system's latency runs as (offered rate, p99 produce->complete ms), in order."""
+    runs: dict[str, list[tuple[float, float]]] = {}
+    for system, lat in latencies:
+        if lat.complete_ms:
+            runs.setdefault(system, []).append((lat.offered, lat.complete_ms[0.99]))
+    return runs
 
 
 def _ratios(rounds: Sequence[Sequence[RunResult]]) -> dict[str, list[float]]:

@@ -121,6 +121,14 @@ def _parser() -> argparse.ArgumentParser:
         help="run the systems this many times, interleaved; ratios per round and their median",
     )
     p.add_argument("--latency-seconds", type=float, default=0.0, help="default 60 (quick: 10)")
+    p.add_argument(
+        "--latency-runs",
+        type=int,
+        default=1,
+        metavar="K",
+        help="latency runs per Onceflow mode, one after another (default 1): each run's p99"
+        " and their median",
+    )
     p.add_argument("--no-latency", action="store_true")
     p.add_argument(
         "--latency-services",
@@ -190,6 +198,8 @@ def _compare(svc: Services, args: argparse.Namespace, extra_env: dict[str, str])
         raise SystemExit(f"unknown systems {sorted(unknown)}; choose from {choices}")
     if args.rounds < 1:
         raise SystemExit(f"--rounds must be at least 1, not {args.rounds}")
+    if args.latency_runs < 1:
+        raise SystemExit(f"--latency-runs must be at least 1, not {args.latency_runs}")
     if not 1 <= args.latency_services <= args.partitions:
         raise SystemExit(
             f"--latency-services must be 1 to --partitions ({args.partitions}),"
@@ -218,23 +228,28 @@ def _compare(svc: Services, args: argparse.Namespace, extra_env: dict[str, str])
                 r.rate for one in rounds for r in one if r.system == run.system
             )
             rate = args.rate or max(1.0, round(reached / 2))
-            say(f"latency    {run.system} at {rate:,.0f} events/s for {args.latency_seconds:.0f}s")
-            latencies.append(
-                (
-                    run.system,
-                    latency.run_latency(
-                        svc,
-                        args.partitions,
-                        rate,
-                        args.latency_seconds,
-                        extra_env=env,
-                        keep=args.keep,
-                        services=args.latency_services,
-                        source=args.source.resolve(),
-                        topics=topics,
-                    ),
+            for number in range(1, args.latency_runs + 1):
+                of = f" (run {number} of {args.latency_runs})" if args.latency_runs > 1 else ""
+                say(
+                    f"latency    {run.system} at {rate:,.0f} events/s"
+                    f" for {args.latency_seconds:.0f}s{of}"
                 )
-            )
+                latencies.append(
+                    (
+                        run.system,
+                        latency.run_latency(
+                            svc,
+                            args.partitions,
+                            rate,
+                            args.latency_seconds,
+                            extra_env=env,
+                            keep=args.keep,
+                            services=args.latency_services,
+                            source=args.source.resolve(),
+                            topics=topics,
+                        ),
+                    )
+                )
     finally:
         infra.delete_topics(svc.bootstrap, topics)
     return report.compare(rounds, latencies, topic, args)
