@@ -6,6 +6,7 @@ tables, rules)."""
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -462,6 +463,73 @@ def test_composed_and_bytes_queries_go_multi_row(conn: psycopg.Connection[Any], 
     ]
     got = conn.execute("SELECT workflow_id, n FROM public.rows ORDER BY seq").fetchall()
     assert got == [("composed", 0), ("composed", 1), ("composed", 2), ("bytes", 3), ("bytes", 4)]
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+    HIGH = 40_000
+
+
+NUMBERS = (
+    "INSERT INTO public.numbers (small, n, big, exact, label, flag) VALUES (%s, %s, %s, %s, %s, %s)"
+)
+
+
+def _numbers(conn: psycopg.Connection[Any], table: str) -> None:
+    conn.execute(
+        sql.SQL(
+            "CREATE TABLE {} (seq int GENERATED ALWAYS AS IDENTITY, small smallint, n int,"
+            " big bigint, exact numeric, label text, flag boolean)"
+        ).format(sql.Identifier("public", table))
+    )
+
+
+def test_ints_go_in_as_their_column_s_type_as_they_do_one_by_one(
+    conn: psycopg.Connection[Any],
+) -> None:
+    _numbers(conn, "numbers")
+    _numbers(conn, "one_by_one")
+    rows = [
+        (1, 40_000, 3_000_000_000, 10**30, 7, True),
+        (-2, Level.HIGH, -(2**63), -5, Level.LOW, False),
+        (None, Level.LOW, 0, 2**63, None, None),
+    ]
+    for row in rows:
+        conn.execute(NUMBERS.replace("numbers", "one_by_one"), row)
+    deferring = DeferringConnection(conn, Tables(TABLES_QUERY))
+    for row in rows:
+        deferring.execute(NUMBERS, row)
+    deferring.flush()
+
+    assert deferring.multirow == 1
+    columns = "small, n, big, exact, label, flag"
+    got = conn.execute(f"SELECT {columns} FROM public.numbers ORDER BY seq").fetchall()
+    expected = conn.execute(f"SELECT {columns} FROM public.one_by_one ORDER BY seq").fetchall()
+    assert got == expected
+    assert got[0] == (1, 40_000, 3_000_000_000, 10**30, "7", True)
+    assert got[1][4] == "1"  # an IntEnum's value, not its name
+
+
+def test_a_statement_stays_prepared_whatever_the_size_of_its_ints(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """psycopg prepares a statement it has run often enough with the same
+    parameter types; ints typed by size (int2, int4, int8) made those change
+    with the values, and the statement was parsed and planned on every run."""
+    _numbers(conn, "numbers")
+    deferring = DeferringConnection(conn, Tables(TABLES_QUERY))
+    sizes = [7, 40_000, 3_000_000_000]  # int2, int4 and int8 by psycopg's own dumper
+    for run in range(4 * len(sizes)):
+        n = sizes[run % len(sizes)]
+        for _ in range(4):
+            deferring.execute(NUMBERS, (1, 2, n, n, n, True))
+        deferring.flush()
+
+    assert deferring.multirow == 4 * len(sizes)
+    prepared = conn.execute(
+        "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE 'INSERT INTO public.numbers%%'"
+    ).fetchone()
+    assert prepared == (1,)
 
 
 # -- Known bugs (reported, not fixed here) -------------------------------------------
