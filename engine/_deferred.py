@@ -34,7 +34,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ._multirow import Tables, pieces, shape, untyped_ints
+from ._multirow import Tables, numeric_ints, pieces, shape
 
 
 class DeferredCursor:
@@ -158,7 +158,7 @@ class DeferringConnection:
         if not self._tables.allows(self._conn, found.table):
             return False
         width = found.width
-        with untyped_ints(psycopg.RawCursor(self._conn)) as cur:
+        with numeric_ints(psycopg.RawCursor(self._conn)) as cur:
             for start, rows in pieces(len(run), width):
                 cur.execute(found.query(rows), flat[start * width : (start + rows) * width])
         self.multirow += 1

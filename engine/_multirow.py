@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg.adapt import Dumper
+from psycopg.types.numeric import IntNumericDumper
 
 # Possessive and atomic: a name is never split into several (which would
 # make a statement that fails to match backtrack exponentially).
@@ -173,27 +173,24 @@ def pieces(rows: int, width: int) -> Iterator[tuple[int, int]]:
         start += size
 
 
-class IntAsUnknown(Dumper):
-    """Python ints sent untyped, as text: Postgres reads each as the type of
-    the column it goes into, as it would a literal written there. psycopg's
-    own dumper types each int by its size (int2, int4, int8 or numeric), so a
-    statement's parameter types, part of what psycopg prepares a statement
-    under, changed from batch to batch with the values (an offset passing
-    32,767, say), and a multi-row statement was parsed and planned afresh on
-    nearly every execution (perf: parse analysis and planning of a 64-row
-    VALUES list were a fifth of the Postgres backend's samples). Untyped, the
-    benchmark's inline path took 6.6-6.9 µs of Postgres CPU per event
-    against 9.7-10.3 (bench/inline_micro.py, interleaved)."""
+def numeric_ints(cur: psycopg.RawCursor[Any]) -> psycopg.RawCursor[Any]:
+    """`cur`, sending every Python int as numeric (bools keep their own dumper).
 
-    oid = 0  # unknown: resolved by Postgres from the statement
-
-    def dump(self, obj: int) -> bytes:
-        return int.__repr__(obj).encode()  # an IntEnum's value too, not its name
-
-
-def untyped_ints(cur: psycopg.RawCursor[Any]) -> psycopg.RawCursor[Any]:
-    """`cur`, sending Python ints as IntAsUnknown (bools keep their own dumper)."""
-    cur.adapters.register_dumper(int, IntAsUnknown)
+    psycopg's own dumper types each int by its size (int2, int4, int8 or
+    numeric), and the parameter types are part of the key psycopg prepares a
+    statement under: a multi-row statement's key changed from batch to batch
+    with the values (an offset passing 32,767, say), it never reached the
+    prepare threshold, and Postgres parsed and planned it on every execution
+    (perf: parse analysis and planning of a 64-row VALUES list were a fifth
+    of the backend's samples). One type for every int keeps one key. Numeric
+    holds any int, and Postgres converts it to the column's type by the same
+    assignment casts it used for int2, int4 and int8 (only an `oid` column,
+    which has no cast from numeric, would refuse it). psycopg's dumper for it
+    is in C: a dumper written here, in Python, cost 12,800 instructions more
+    per event on the consumer's thread (`bench.instructions`), this one none.
+    bench/inline_micro.py, interleaved: Postgres 6.7-7.2 µs per event against
+    9.7-10.3 before."""
+    cur.adapters.register_dumper(int, IntNumericDumper)
     return cur
 
 
