@@ -87,6 +87,9 @@ class LatencyResult:
     # CPU in each of those windows: µs per record offered of the services and
     # of their Postgres backends, and the machine's busy cores (None: unsampled).
     cpu_by_5s: list[tuple[float, float, float] | None] = field(default_factory=list)
+    # The service's busiest thread by 5 s: share of the time on a CPU, and
+    # runnable but waiting for one.
+    thread_by_5s: list[tuple[float, float] | None] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +279,9 @@ def run_latency(
         cpu_by_5s=[
             per_record_cpu(timeline_cpu.used(began + at, began + at + 5.0), rate)
             for at, _ in p99_by_5s
+        ],
+        thread_by_5s=[
+            timeline_cpu.busiest_thread(began + at, began + at + 5.0) for at, _ in p99_by_5s
         ],
     )
 

@@ -36,6 +36,18 @@ def cpu_seconds(pid: int) -> float:
     return float(t.user + t.system)
 
 
+def thread_times(pid: int) -> list[tuple[int, tuple[float, float]]]:
+    """Each thread of `pid`: (seconds on a CPU, seconds runnable but waiting
+    for one), from /proc/PID/task/TID/schedstat (Linux; none elsewhere)."""
+    found: list[tuple[int, tuple[float, float]]] = []
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
+                found.append((int(tid), (int(fields[0]) / 1e9, int(fields[1]) / 1e9)))
+    return found
+
+
 def backend_cpu(database: str) -> dict[int, float]:
     """CPU seconds of each Postgres backend connected to `database`, by pid."""
     found: dict[int, float] = {}
@@ -231,6 +243,8 @@ class CpuTimeline(_Periodic):
         # (monotonic s, CPU s of the processes, of the backends, of the machine's busy cores)
         self.samples: list[tuple[float, float, float, float]] = []
         self._last: dict[int, float] = {}  # each process's and backend's CPU s when last seen
+        # (monotonic s, {thread ID of a process: (s on a CPU, s waiting for one)})
+        self.threads: list[tuple[float, dict[int, tuple[float, float]]]] = []
 
     def used(self, begin: float, end: float) -> tuple[float, float, float] | None:
         """CPU seconds per second of [begin, end) (monotonic): of the
@@ -243,8 +257,29 @@ class CpuTimeline(_Periodic):
         span = t1 - t0
         return (p1 - p0) / span, (b1 - b0) / span, (m1 - m0) / span
 
+    def busiest_thread(self, begin: float, end: float) -> tuple[float, float] | None:
+        """Of the processes' thread that ran most in [begin, end) (a consumer
+        service's consumer thread): the share of the span it spent on a CPU,
+        and the share it spent runnable, waiting for one (the kernel's
+        schedstat). A thread that waits for a CPU while the machine has a
+        core idle on average is one that other processes keep preempting."""
+        inside = [s for s in self.threads if begin - self.every / 2 <= s[0] <= end + self.every / 2]
+        if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+            return None
+        (t0, first), (t1, last) = inside[0], inside[-1]
+        ran = {
+            tid: (v[0] - first[tid][0], v[1] - first[tid][1])
+            for tid, v in last.items()
+            if tid in first
+        }
+        if not ran:
+            return None
+        on_cpu, waiting = max(ran.values())
+        return on_cpu / (t1 - t0), waiting / (t1 - t0)
+
     def _sample(self) -> None:
         at = time.monotonic()
+        self.threads.append((at, {tid: v for pid in self.pids for tid, v in thread_times(pid)}))
         for pid in self.pids:
             used = cpu_seconds(pid)
             if used:

@@ -173,6 +173,11 @@ def compare(
             say(f"  CPU      µs per record offered by 5 s (service+its Postgres): {shown}")
             shown = "  ".join(f"+{at:.0f}s {cores:.2f}" for at, (_, _, cores) in cpu)
             say(f"  machine  cores busy by 5 s (every process): {shown}")
+        pairs_thread = zip(lat.p99_by_5s, lat.thread_by_5s, strict=False)
+        threads = [(at, t) for (at, _), t in pairs_thread if t is not None]
+        if threads:
+            shown = "  ".join(f"+{at:.0f}s {run:.2f}/{wait:.2f}" for at, (run, wait) in threads)
+            say(f"  thread   service's busiest, share on a CPU/waiting for one, by 5 s: {shown}")
         if lat.disk_peak_at is not None:
             say(
                 f"  disk     busiest 0.5 s of the machine's writes at +{lat.disk_peak_at:.1f} s"
